@@ -1,0 +1,1 @@
+"""The HTTP API (FastAPI), its SSE hub and the web page."""

@@ -1,0 +1,54 @@
+"""RFC 9457 problem details: every error leaves the API as application/problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.errors import DeckstreamError, InputRejected
+
+PROBLEM = "application/problem+json"
+TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Content Too Large",
+          415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
+          503: "Service Unavailable"}
+
+
+class Problem(Exception):
+    def __init__(self, status: int, detail: str, code: str = "error", headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.code, self.headers = status, detail, code, headers
+
+
+def problem(request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None,
+            **extra: Any) -> JSONResponse:
+    body = {"type": f"https://deckstream.dev/problems/{code}", "title": TITLES.get(status, "Error"),
+            "status": status, "detail": detail, "instance": request.url.path, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem(request, exc.status, exc.detail, exc.code, exc.headers)
+
+    @app.exception_handler(InputRejected)
+    async def _rejected(request: Request, exc: InputRejected) -> JSONResponse:
+        return problem(request, exc.http_status, exc.reason, exc.code)
+
+    @app.exception_handler(DeckstreamError)
+    async def _domain(request: Request, exc: DeckstreamError) -> JSONResponse:
+        return problem(request, 503 if exc.code == "retryable" else 500, exc.reason, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem(request, 422, detail or "invalid request", "invalid-request", errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(request, exc.status_code, str(exc.detail), "http-error", getattr(exc, "headers", None))

@@ -1,0 +1,45 @@
+"""Liveness and readiness."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from api.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "ok"}
+
+
+async def _llm_ok(http: httpx.AsyncClient, url: str | None) -> str | None:
+    if not url:
+        return "no LLM configured"
+    for path in ("/health", "/v1/models", "/api/tags"):
+        try:
+            r = await http.get(url.rstrip("/") + path, timeout=3.0)
+        except httpx.HTTPError as exc:
+            return f"unreachable: {type(exc).__name__}"
+        if r.status_code == 200:
+            return None
+    return f"no health endpoint answered at {url}"
+
+
+@router.get("/readyz")
+async def readyz(request: Request, state: StateDep) -> JSONResponse:
+    """Ready when Kafka is caught up, the LLM answers and the blob store is writable."""
+    checks: dict[str, Any] = {}
+    checks["kafka"] = "ok" if state.hub.ready else (state.hub.error or "catching up")
+    llm = await _llm_ok(request.app.state.http, state.settings.llm.url)
+    checks["llm"] = llm or "ok"
+    checks["blobs"] = "ok" if os.access(state.settings.blob_dir, os.W_OK) else "not writable"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)

@@ -1,0 +1,3 @@
+from deckstream.cli import main
+
+main()

@@ -1,0 +1,112 @@
+"""The `deckstream` command line."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from services.credentials import load_or_create_token
+from services.logs import configure_logging
+from services.settings import get_settings
+
+app = typer.Typer(help="deckstream: course material in, cited flashcard decks out, streamed through Kafka.",
+                  no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+
+def _mount() -> None:
+    from deckstream import extract_cli, kafka_cli, llm_cli
+
+    app.add_typer(kafka_cli.app, name="kafka", help="Run the local single-node Kafka broker.")
+    app.add_typer(llm_cli.app, name="llm", help="Run the local llama.cpp server or the LLM simulator.")
+    extract_cli.register(app)
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="API port")] = 0,
+) -> None:
+    """Start everything: Kafka broker, LLM server, Faust worker and the API. Ctrl-C stops it all."""
+    import uvicorn
+
+    from api.app import create_app
+    from deckstream.stack import start_stack
+
+    configure_logging()
+    settings = get_settings()
+    if port:
+        settings.api.port = port
+    token = load_or_create_token(settings.home, settings.api.token.get_secret_value() if settings.api.token else None)
+    with console.status("starting Kafka, the LLM server and the worker (first run resolves jars and models)..."):
+        stack = start_stack(settings, api=False)
+    try:
+        s = stack.settings
+        console.print(f"[bold green]deckstream is up[/] at [bold]http://{s.api.host}:{s.api.port}[/]")
+        console.print(f"API token: [bold]{token}[/]   (also in {s.home / 'api-token'})")
+        console.print(f"Kafka: {s.kafka.bootstrap}   LLM: {s.llm.url} ({s.llm.model})   logs: {stack.logs}")
+        console.print(f'Try: curl -H "Authorization: Bearer {token}" -F file=@book.pdf '
+                      f"http://{s.api.host}:{s.api.port}/v1/documents")
+        uvicorn.run(create_app(s), host=s.api.host, port=s.api.port, log_level="warning")
+    finally:
+        with console.status("stopping..."):
+            stack.stop()
+        console.print("stopped.")
+
+
+@app.command()
+def worker() -> None:
+    """Run the Faust stream workers (settings from DECKSTREAM_*)."""
+    import faust
+
+    from streams.app import build_app
+
+    configure_logging()
+    faust_app = build_app(get_settings())
+    faust.Worker(faust_app, faust_app.resources, loglevel="info").execute_from_commandline()
+
+
+@app.command()
+def api(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+) -> None:
+    """Run only the HTTP API under uvicorn (settings from DECKSTREAM_*)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    configure_logging()
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=host or settings.api.host, port=port or settings.api.port,
+                log_level="warning")
+
+
+@app.command()
+def demo(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a PDF, DOCX, PPTX or TXT")],
+    cloze: Annotated[bool, typer.Option(help="ask for cloze cards too")] = False,
+) -> None:
+    """Start the stack, turn FILE into a deck with a live progress bar, print the deck, stop."""
+    from deckstream.demo import run_demo
+
+    configure_logging("WARNING")
+    raise typer.Exit(run_demo(get_settings(), file, cloze=cloze, console=console))
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    # SIGTERM from a supervisor stops `up` and `demo` as cleanly as Ctrl-C (uvicorn and Faust
+    # install their own handlers in `api` and `worker`).
+    signal.signal(signal.SIGTERM, _interrupt)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    _mount()
+    app()

@@ -1,0 +1,69 @@
+"""A small synchronous client of the deckstream API (used by `deckstream demo`, tests, benches)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    event: str
+    data: Any
+    id: str | None
+
+
+class DeckstreamClient:
+    def __init__(self, base_url: str, token: str, timeout_s: float = 30.0) -> None:
+        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
+                                 timeout=httpx.Timeout(timeout_s, read=None))
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> DeckstreamClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def upload(self, path: Path, options: dict[str, Any] | None = None, filename: str | None = None) -> httpx.Response:
+        data = {"options": json.dumps(options)} if options else None
+        with path.open("rb") as f:
+            return self.http.post("/v1/documents", files={"file": (filename or path.name, f)}, data=data)
+
+    def status(self, document_id: str) -> dict[str, Any]:
+        r = self.http.get(f"/v1/documents/{document_id}")
+        r.raise_for_status()
+        return r.json()  # type: ignore[no-any-return]
+
+    def deck(self, document_id: str, fmt: str = "json") -> httpx.Response:
+        return self.http.get(f"/v1/decks/{document_id}", params={"format": fmt})
+
+    def events(self, document_id: str, last_event_id: str | None = None) -> Iterator[SSEEvent]:
+        """Follow a document's SSE stream until the server ends it (after `done`)."""
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        with self.http.stream("GET", f"/v1/documents/{document_id}/events", headers=headers) as r:
+            r.raise_for_status()
+            event, data, eid = "message", [], None
+            for line in r.iter_lines():
+                if line == "":
+                    if data:
+                        yield SSEEvent(event, json.loads("\n".join(data)), eid)
+                    event, data, eid = "message", [], None
+                elif line.startswith(":"):
+                    continue
+                else:
+                    name, _, value = line.partition(":")
+                    value = value[1:] if value.startswith(" ") else value
+                    if name == "event":
+                        event = value
+                    elif name == "data":
+                        data.append(value)
+                    elif name == "id":
+                        eid = value

@@ -1,0 +1,1 @@
+"""The domain and its adapters. Never imports `api` or `streams`."""

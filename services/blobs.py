@@ -1,0 +1,100 @@
+"""Blob store: uploaded files (content-addressed) and small JSON documents (cards, decks).
+
+Events carry `blob://` URIs, never bytes. The local store keeps files under one folder;
+an S3-compatible store can implement the same Protocol later.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+SCHEME = "blob://"
+
+
+class BlobStore(Protocol):
+    def put_upload(self, src: BinaryIO, *, max_bytes: int) -> tuple[str, str, int]: ...
+    def path(self, uri: str) -> Path: ...
+    def put_json(self, key: str, value: Any) -> str: ...
+    def get_json(self, uri: str) -> Any: ...
+    def list(self, prefix: str) -> list[str]: ...
+    def delete(self, uri: str) -> None: ...
+
+
+class TooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the file is larger than the limit of {limit} bytes")
+        self.limit = limit
+
+
+class LocalBlobStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "sha256").mkdir(parents=True, exist_ok=True)
+        (root / "tmp").mkdir(parents=True, exist_ok=True)
+
+    def put_upload(self, src: BinaryIO, *, max_bytes: int) -> tuple[str, str, int]:
+        """Copy a stream into the store, hashing as it goes; returns (uri, sha256, size).
+
+        Raises TooLarge as soon as more than max_bytes arrive; nothing is kept then.
+        """
+        h, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while block := src.read(1 << 20):
+                    size += len(block)
+                    if size > max_bytes:
+                        raise TooLarge(max_bytes)
+                    h.update(block)
+                    out.write(block)
+            digest = h.hexdigest()
+            key = f"sha256/{digest[:2]}/{digest}"
+            target = self.root / key
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+            return SCHEME + key, digest, size
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    def path(self, uri: str) -> Path:
+        if not uri.startswith(SCHEME):
+            raise ValueError(f"not a blob URI: {uri}")
+        key = uri[len(SCHEME) :]
+        target = (self.root / key).resolve()
+        if self.root.resolve() not in target.parents:
+            raise ValueError(f"blob URI escapes the store: {uri}")
+        return target
+
+    def put_json(self, key: str, value: Any) -> str:
+        """Write atomically (same key, same content on redelivery: idempotent)."""
+        uri = SCHEME + key
+        target = self.path(uri)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as out:
+            json.dump(value, out, ensure_ascii=False)
+        os.replace(tmp, target)
+        return uri
+
+    def get_json(self, uri: str) -> Any:
+        return json.loads(self.path(uri).read_text())
+
+    def list(self, prefix: str) -> list[str]:
+        folder = self.path(SCHEME + prefix)
+        if not folder.is_dir():
+            return []
+        return sorted(SCHEME + f"{prefix}/{p.name}" for p in folder.iterdir() if p.suffix == ".json")
+
+    def delete(self, uri: str) -> None:
+        target = self.path(uri)
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()

@@ -1,0 +1,68 @@
+"""Decks: the cards of every chunk, kept per chunk in the blob store, assembled on demand.
+
+Each chunk's cards are written to `cards/<doc>/g<generation>/<chunk>.json` (overwritten on
+redelivery, so at-least-once delivery cannot duplicate a card). A deck is the union of its
+chunks' cards, in chunk order, with near-identical cards across chunks removed (overlapping
+chunks often yield the same question twice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any
+
+from services.blobs import BlobStore
+from services.domain import Card
+
+
+def _prefix(document_id: str, generation: int) -> str:
+    return f"cards/{document_id}/g{generation}"
+
+
+def card_to_json(card: Card) -> dict[str, Any]:
+    out = dataclasses.asdict(card)
+    out["section"] = list(card.section)
+    out["tags"] = list(card.tags)
+    return out
+
+
+def card_from_json(data: dict[str, Any]) -> Card:
+    return Card(**{**data, "section": tuple(data["section"]), "tags": tuple(data.get("tags", ()))})
+
+
+def store_chunk_cards(
+    blobs: BlobStore, document_id: str, generation: int, chunk_index: int, cards: list[Card]
+) -> str:
+    key = f"{_prefix(document_id, generation)}/{chunk_index:06d}.json"
+    return blobs.put_json(key, [card_to_json(c) for c in cards])
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\W+", " ", text.casefold()).strip()
+
+
+def collect_cards(blobs: BlobStore, document_id: str, generation: int) -> list[Card]:
+    """Every stored card of a document, in chunk order, without cross-chunk duplicates."""
+    seen: set[str] = set()
+    cards: list[Card] = []
+    for uri in blobs.list(_prefix(document_id, generation)):
+        for raw in blobs.get_json(uri):
+            card = card_from_json(raw)
+            key = _norm(card.front)
+            if key in seen:
+                continue
+            seen.add(key)
+            cards.append(card)
+    return cards
+
+
+def store_deck(
+    blobs: BlobStore, document_id: str, generation: int, status: str, cards: list[Card]
+) -> str:
+    key = f"decks/{document_id}/g{generation}.json"
+    return blobs.put_json(key, {"status": status, "cards": [card_to_json(c) for c in cards]})
+
+
+def load_deck(blobs: BlobStore, uri: str) -> list[Card]:
+    return [card_from_json(c) for c in blobs.get_json(uri)["cards"]]

@@ -1,0 +1,73 @@
+"""One error tree for the whole domain.
+
+    DeckstreamError
+     ├── RetryableError          timeouts, 429/503, backpressure: try again later
+     └── PermanentError          the input itself is bad: record the reason, do not retry
+          ├── InputRejected      an upload we refuse (maps to 4xx at the API edge)
+          │    ├── EmptyFile
+          │    ├── FileTooLarge
+          │    ├── UnsupportedFileType
+          │    ├── PasswordProtected
+          │    └── CorruptFile
+          └── BadModelOutput     the LLM answered, but not with usable cards
+
+Each edge maps these once: the API to problem+json, agents to retries or failure events.
+"""
+
+from __future__ import annotations
+
+
+class DeckstreamError(Exception):
+    """Base of every error we raise on purpose."""
+
+    code = "error"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RetryableError(DeckstreamError):
+    code = "retryable"
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentError(DeckstreamError):
+    code = "permanent"
+
+
+class InputRejected(PermanentError):
+    code = "rejected"
+    http_status = 422
+
+
+class EmptyFile(InputRejected):
+    code = "empty-file"
+    http_status = 400
+
+
+class FileTooLarge(InputRejected):
+    code = "file-too-large"
+    http_status = 413
+
+
+class UnsupportedFileType(InputRejected):
+    code = "unsupported-type"
+    http_status = 415
+
+
+class PasswordProtected(InputRejected):
+    code = "password-protected"
+    http_status = 422
+
+
+class CorruptFile(InputRejected):
+    code = "corrupt-file"
+    http_status = 422
+
+
+class BadModelOutput(PermanentError):
+    code = "bad-model-output"

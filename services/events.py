@@ -1,0 +1,187 @@
+"""Python models of the events in schemas/*.avsc (a test keeps the two in step).
+
+Every event carries event_id, tenant_id, document_id, generation and occurred_at, and is keyed
+by document_id on Kafka. Nested values reuse the domain's dataclasses (Segment, Card).
+`encode`/`decode` turn a model into Avro single-object bytes and back.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas import REGISTRY
+from services.domain import Card, Segment
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    name: ClassVar[str] = ""
+
+    event_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    tenant_id: str
+    document_id: str
+    generation: int
+    occurred_at: int = Field(default_factory=now_ms)
+
+    def ids(self) -> dict[str, Any]:
+        """The fields that identify the document, for deriving the next event."""
+        return {"tenant_id": self.tenant_id, "document_id": self.document_id, "generation": self.generation}
+
+
+class DocumentUploaded(Event):
+    name = "DocumentUploaded"
+    filename: str
+    kind: str
+    size: int
+    sha256: str
+    blob_uri: str
+    card_types: list[str]
+    cards_per_chunk: int
+    language: str | None = None
+
+
+class PageExtracted(Event):
+    name = "PageExtracted"
+    number: int
+    label: str
+    section: list[str]
+    text: str
+    method: str
+    reason: str | None = None
+    tokens: int
+    pages_total: int | None = None
+
+
+class ExtractionEnded(Event):
+    name = "ExtractionEnded"
+    status: str
+    pages_total: int
+    reason: str | None = None
+
+
+class ChunkCreated(Event):
+    name = "ChunkCreated"
+    chunk_index: int
+    segments: list[Segment]
+    tokens: int
+    content_hash: str
+    filename: str
+    card_types: list[str]
+    cards_per_chunk: int
+    attempt: int = 0
+
+
+class ChunksPlanned(Event):
+    name = "ChunksPlanned"
+    chunks_total: int
+    pages_total: int
+
+
+class CardsGenerated(Event):
+    name = "CardsGenerated"
+    chunk_index: int
+    cards: list[Card]
+    dropped: int
+    attempts: int
+    model: str
+    prompt_version: str
+    elapsed_ms: int
+
+
+class ChunkFailed(Event):
+    name = "ChunkFailed"
+    chunk_index: int
+    reason: str
+    code: str
+    attempts: int
+    chunk: ChunkCreated
+
+
+class ChunkFailure(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    chunk_index: int
+    reason: str
+
+
+class DeckAssembled(Event):
+    name = "DeckAssembled"
+    status: str
+    deck_uri: str
+    cards: int
+    chunks_total: int
+    chunks_failed: int
+    failures: list[ChunkFailure]
+
+
+class PageInfo(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    number: int
+    label: str
+    section: list[str]
+    method: str
+    reason: str | None = None
+    chars: int
+    tokens: int
+
+
+class DocumentProgress(Event):
+    name = "DocumentProgress"
+    kind: str  # progress, page, card, chunk_failed, done
+    status: str
+    filename: str
+    created_at: int
+    pages_total: int
+    pages_done: int
+    chunks_total: int
+    chunks_done: int
+    chunks_failed: int
+    cards: int
+    progress: float
+    error: str | None = None
+    page: PageInfo | None = None
+    new_cards: list[Card] = []
+    failure: ChunkFailure | None = None
+
+
+class CancelDocument(Event):
+    name = "CancelDocument"
+    reason: str | None = None
+
+
+class RetryFailedChunks(Event):
+    name = "RetryFailedChunks"
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.name: cls
+    for cls in (
+        DocumentUploaded, PageExtracted, ExtractionEnded, ChunkCreated, ChunksPlanned, CardsGenerated,
+        ChunkFailed, DeckAssembled, DocumentProgress, CancelDocument, RetryFailedChunks,
+    )
+}
+
+E = TypeVar("E", bound=Event)
+
+
+def encode(event: Event) -> bytes:
+    return REGISTRY.encode(event.name, event.model_dump(mode="python"))
+
+
+def decode(data: bytes) -> Event:
+    name, record = REGISTRY.decode(data)
+    return EVENT_TYPES[name].model_validate(record)
+
+
+def decode_as(data: bytes, cls: type[E]) -> E:
+    event = decode(data)
+    if not isinstance(event, cls):
+        raise TypeError(f"expected {cls.name}, got {event.name}")
+    return event

@@ -1,0 +1,119 @@
+"""The one typed settings tree.
+
+Environment variables use the prefix ``DECKSTREAM_`` and the first ``_`` after it picks the
+section, so the documented names work as written: ``DECKSTREAM_KAFKA_BOOTSTRAP``,
+``DECKSTREAM_LLM_URL``, ``DECKSTREAM_LLM_MAX_IN_FLIGHT``, ``DECKSTREAM_API_TOKEN``,
+``DECKSTREAM_LIMITS_MAX_UPLOAD_BYTES``. Top-level fields have no ``_`` in their names.
+
+Only composition roots (the CLI, the API lifespan, the Faust app) call ``get_settings()``;
+adapters take explicit arguments.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "deckstream"
+
+
+class KafkaSettings(BaseModel):
+    # None: use the embedded single-node broker that `deckstream kafka up` starts under home.
+    bootstrap: str | None = None
+    partitions: int = Field(4, ge=1, description="partitions of every pipeline topic")
+    replication: int = Field(1, ge=1)
+    heap: str = "512m"
+    startup_timeout_s: float = 120.0
+
+
+class LLMSettings(BaseModel):
+    # None: start the local llama.cpp server (xllamacpp) with `model`.
+    url: str | None = None
+    model: Literal["qwen2.5-coder-1.5b", "gemma3-270m"] | str = "qwen2.5-coder-1.5b"
+    kind: Literal["openai", "ollama"] = "openai"
+    # chat: chat + JSON schema (instruct models); completion: few-shot (base models);
+    # auto: ask the server whether the model has a chat template.
+    profile: Literal["auto", "chat", "completion"] = "auto"
+    api_key: SecretStr | None = None
+    max_in_flight: int = Field(4, ge=1, description="LLM requests in flight per worker")
+    per_document_in_flight: int = Field(0, ge=0, description="0: no cap per document")
+    timeout_s: float = Field(120.0, gt=0)
+    connect_timeout_s: float = Field(5.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 30.0
+    max_tokens: int = 768
+    temperature: float = 0.2
+    # Local server (xllamacpp): slots and KV cache per slot.
+    n_parallel: int = Field(2, ge=1)
+    ctx_per_slot: int = 4096
+    threads: int = Field(0, ge=0, description="0: all cores")
+
+
+class CardSettings(BaseModel):
+    types: list[Literal["basic", "cloze"]] = ["basic"]
+    per_chunk: int = Field(4, ge=1, le=20)
+    prompt_version: str = "v1"
+
+
+class ChunkSettings(BaseModel):
+    max_tokens: int = Field(350, ge=32)
+    overlap_tokens: int = Field(40, ge=0)
+
+
+class LimitSettings(BaseModel):
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_pages: int = 2000
+    max_zip_entries: int = 5000
+    max_uncompressed_bytes: int = 512 * 1024 * 1024
+    max_compression_ratio: float = 200.0
+    max_image_pixels: int = 50_000_000
+    extract_timeout_s: float = 600.0
+    extract_memory_bytes: int = 2 * 1024 * 1024 * 1024
+    max_page_chars: int = 100_000
+    ocr: bool = True
+    ocr_language: str = "eng"
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # None: generated at first start and kept in $DECKSTREAM_HOME/api-token.
+    token: SecretStr | None = None
+    sse_ping_s: float = 15.0
+    max_subscribers: int = 1000
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="DECKSTREAM_",
+        env_nested_delimiter="_",
+        env_nested_max_split=1,
+        extra="ignore",
+    )
+
+    home: Path = Field(default_factory=_default_home)
+    tenant: str = "default"
+    generation: int = Field(1, ge=1)
+    kafka: KafkaSettings = KafkaSettings()
+    llm: LLMSettings = LLMSettings()
+    cards: CardSettings = CardSettings()
+    chunks: ChunkSettings = ChunkSettings()
+    limits: LimitSettings = LimitSettings()
+    api: ApiSettings = ApiSettings()
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.home / "blobs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,60 @@
+"""Every Kafka topic of the pipeline, in one place: names, partition counts, configs.
+
+All pipeline topics are keyed by document_id and share one partition count, so a document's
+events land in the same partition number everywhere (co-partitioned for the tracker's table).
+The broker launcher, the test fixtures and the Faust app all create topics from this list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+WEEK_MS = 7 * 24 * 3600 * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSpec:
+    name: str
+    doc: str
+    config: dict[str, str] = field(default_factory=dict)
+
+
+UPLOADED = TopicSpec(
+    "documents.uploaded",
+    "DocumentUploaded: the system of record. Claim-check URI and hash, never the bytes.",
+    # Full history: a replay rebuilds every deck from here.
+    {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
+     "message.timestamp.type": "CreateTime"},
+)
+PAGES = TopicSpec(
+    "documents.pages",
+    "PageExtracted per page (the ledger), then ExtractionFinished or ExtractionFailed.",
+    {"retention.ms": str(WEEK_MS)},
+)
+CHUNKS = TopicSpec(
+    "documents.chunks",
+    "ChunkCreated: token-bounded chunks with page span, overlap and content hash.",
+    {"retention.ms": str(WEEK_MS)},
+)
+CARDS = TopicSpec(
+    "chunks.cards",
+    "ChunksPlanned (the manifest), CardsGenerated or ChunkFailed per chunk.",
+    {"retention.ms": str(WEEK_MS)},
+)
+DECKS = TopicSpec(
+    "decks",
+    "DeckAssembled: the latest deck per document and generation (compacted).",
+    {"cleanup.policy": "compact"},
+)
+PROGRESS = TopicSpec(
+    "jobs.progress",
+    "DocumentProgress: what clients see (absolute counters, pages, cards, failures, done).",
+    {"retention.ms": str(WEEK_MS)},
+)
+CONTROL = TopicSpec(
+    "jobs.control",
+    "CancelDocument and RetryFailedChunks commands.",
+    {"retention.ms": str(WEEK_MS)},
+)
+
+ALL: tuple[TopicSpec, ...] = (UPLOADED, PAGES, CHUNKS, CARDS, DECKS, PROGRESS, CONTROL)

@@ -1,0 +1,198 @@
+"""The document state machine: every fact about a document in, what clients see out.
+
+`track(state, event)` is pure: it returns the new state and what to emit. It is idempotent
+under at-least-once delivery because it keeps *sets* (pages seen, chunks done or failed), not
+counters, and a document finishes exactly once per round (a retry opens a new round).
+
+    queued ─► extracting ─► generating ─► completed | partial | failed
+         └────────────── cancel ──────────────► cancelled
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel
+
+from services.events import (
+    CancelDocument,
+    CardsGenerated,
+    ChunkCreated,
+    ChunkFailed,
+    ChunkFailure,
+    ChunksPlanned,
+    DocumentProgress,
+    DocumentUploaded,
+    Event,
+    ExtractionEnded,
+    PageExtracted,
+    PageInfo,
+    RetryFailedChunks,
+)
+
+TERMINAL = frozenset({"completed", "partial", "failed", "cancelled"})
+EXTRACT_WEIGHT = 0.2
+
+
+class DocumentState(BaseModel):
+    tenant_id: str
+    document_id: str
+    generation: int
+    filename: str = ""
+    created_at: int = 0
+    status: str = "queued"
+    pages_total: int = 0
+    pages: list[int] = []
+    extraction: str | None = None  # ok, partial, failed once extraction ended
+    chunks_total: int = -1  # unknown until ChunksPlanned
+    done: dict[int, int] = {}  # chunk index -> cards made
+    failed: dict[int, ChunkFailed] = {}
+    error: str | None = None
+    finished: bool = False
+
+    @property
+    def cards(self) -> int:
+        return sum(self.done.values())
+
+    @property
+    def progress(self) -> float:
+        if self.status in TERMINAL:
+            return 1.0
+        pages = len(self.pages) / self.pages_total if self.pages_total else 0.0
+        if self.extraction is not None:
+            pages = 1.0
+        chunks = (len(self.done) + len(self.failed)) / self.chunks_total if self.chunks_total > 0 else 0.0
+        return round(min(1.0, EXTRACT_WEIGHT * pages + (1 - EXTRACT_WEIGHT) * chunks), 4)
+
+
+@dataclass(frozen=True, slots=True)
+class AssembleDeck:
+    """Instruction to the caller: collect the stored cards, write the deck, emit DeckAssembled."""
+
+    status: str
+    failures: list[ChunkFailure]
+
+
+@dataclass(slots=True)
+class Outcome:
+    state: DocumentState | None
+    progress: list[DocumentProgress] = field(default_factory=list)
+    retries: list[ChunkCreated] = field(default_factory=list)
+    deck: AssembleDeck | None = None
+
+
+def _snapshot(st: DocumentState, kind: str, **extra: object) -> DocumentProgress:
+    return DocumentProgress(
+        tenant_id=st.tenant_id, document_id=st.document_id, generation=st.generation,
+        kind=kind, status=st.status, filename=st.filename, created_at=st.created_at,
+        pages_total=max(st.pages_total, len(st.pages)), pages_done=len(st.pages),
+        chunks_total=max(st.chunks_total, 0), chunks_done=len(st.done), chunks_failed=len(st.failed),
+        cards=st.cards, progress=st.progress, error=st.error, **extra,  # type: ignore[arg-type]
+    )
+
+
+def _maybe_finish(st: DocumentState, out: Outcome) -> None:
+    if st.finished or st.status in TERMINAL or st.extraction is None or st.chunks_total < 0:
+        return
+    if st.extraction == "failed":
+        st.status = "failed"
+    elif st.chunks_total == 0:
+        st.status, st.error = "failed", st.error or "no text found in the document"
+    elif len(st.done) + len(st.failed) < st.chunks_total:
+        return
+    elif not st.done:
+        first = min(st.failed)
+        st.status, st.error = "failed", f"every chunk failed; chunk {first}: {st.failed[first].reason}"
+    elif st.failed or st.extraction == "partial":
+        st.status = "partial"
+    else:
+        st.status = "completed"
+    _finish(st, out)
+
+
+def _finish(st: DocumentState, out: Outcome) -> None:
+    st.finished = True
+    failures = [ChunkFailure(chunk_index=i, reason=f.reason) for i, f in sorted(st.failed.items())]
+    out.deck = AssembleDeck(status=st.status, failures=failures)
+    out.progress.append(_snapshot(st, "done"))
+
+
+def track(state: DocumentState | None, event: Event) -> Outcome:  # noqa: C901 - one branch per event
+    if isinstance(event, DocumentUploaded):
+        if state is not None and state.generation == event.generation:
+            return Outcome(state)  # redelivered upload
+        st = DocumentState(
+            tenant_id=event.tenant_id, document_id=event.document_id, generation=event.generation,
+            filename=event.filename, created_at=event.occurred_at,
+        )
+        return Outcome(st, [_snapshot(st, "progress")])
+    if state is None:
+        # A fact about a document whose upload we have not seen: create it from the ids.
+        state = DocumentState(tenant_id=event.tenant_id, document_id=event.document_id,
+                              generation=event.generation, created_at=event.occurred_at)
+    if event.generation != state.generation:
+        return Outcome(state)
+    st = state.model_copy(deep=True)
+    out = Outcome(st)
+    if isinstance(event, CancelDocument):
+        if st.status not in TERMINAL:
+            st.status, st.error = "cancelled", event.reason or "cancelled by the user"
+            _finish(st, out)
+        return out
+    if st.status == "cancelled":
+        return Outcome(state)  # late results of a cancelled document: keep what the deck has
+    if isinstance(event, PageExtracted):
+        if event.number in st.pages:
+            return Outcome(state)
+        st.pages.append(event.number)
+        st.pages_total = max(st.pages_total, event.pages_total or 0)
+        if st.status == "queued":
+            st.status = "extracting"
+        page = PageInfo(number=event.number, label=event.label, section=event.section, method=event.method,
+                        reason=event.reason, chars=len(event.text), tokens=event.tokens)
+        out.progress.append(_snapshot(st, "page", page=page))
+    elif isinstance(event, ExtractionEnded):
+        if st.extraction is not None:
+            return Outcome(state)
+        st.extraction = event.status
+        st.pages_total = max(event.pages_total, len(st.pages))
+        if event.status == "failed":
+            st.error = event.reason or "extraction failed"
+        elif event.reason:
+            st.error = event.reason
+        out.progress.append(_snapshot(st, "progress"))
+    elif isinstance(event, ChunksPlanned):
+        if st.chunks_total >= 0:
+            return Outcome(state)
+        st.chunks_total = event.chunks_total
+        if st.status in ("queued", "extracting") and event.chunks_total > 0:
+            st.status = "generating"
+        out.progress.append(_snapshot(st, "progress"))
+    elif isinstance(event, CardsGenerated):
+        if event.chunk_index in st.done:
+            return Outcome(state)
+        st.failed.pop(event.chunk_index, None)
+        st.done[event.chunk_index] = len(event.cards)
+        if st.status in ("queued", "extracting"):
+            st.status = "generating"
+        out.progress.append(_snapshot(st, "card", new_cards=event.cards))
+    elif isinstance(event, ChunkFailed):
+        if event.chunk_index in st.done or event.chunk_index in st.failed:
+            return Outcome(state)
+        st.failed[event.chunk_index] = event
+        failure = ChunkFailure(chunk_index=event.chunk_index, reason=event.reason)
+        out.progress.append(_snapshot(st, "chunk_failed", failure=failure))
+    elif isinstance(event, RetryFailedChunks):
+        if not st.failed or st.status not in ("partial", "failed"):
+            return Outcome(state)
+        for failed in st.failed.values():
+            chunk = failed.chunk
+            out.retries.append(chunk.model_copy(update={"attempt": chunk.attempt + 1}))
+        st.failed, st.finished, st.error = {}, False, None
+        st.status = "generating"
+        out.progress.append(_snapshot(st, "progress"))
+        return out
+    else:
+        return Outcome(state)
+    _maybe_finish(st, out)
+    return out

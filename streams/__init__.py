@@ -1,0 +1,1 @@
+"""The Faust app: topics and thin agents (decode, call one service, emit)."""

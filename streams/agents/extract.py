@@ -1,0 +1,110 @@
+"""documents.uploaded ──► documents.pages (the page ledger) and documents.chunks.
+
+Extraction runs in a sandboxed subprocess (services.extraction) and streams pages; each page
+is published as it arrives and fed to the chunker, so the first chunk reaches the LLM while the
+rest of a long book is still being read. Redelivery repeats the same pages and chunks with the
+same ids: downstream consumers are idempotent. Pages and chunks are split by one agent because
+chunks span pages and a chunker's carry-over would otherwise need a changelogged table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+import faust
+import structlog
+
+from services.chunking import Chunker
+from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
+from services.errors import InputRejected
+from services.events import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
+from services.events import ExtractionEnded as ExtractionEndedEvent
+from services.extraction import extract_isolated
+from streams.resources import PipelineResources
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+_END = object()
+
+
+async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
+    """Drive a blocking iterator from a worker thread, one item at a time."""
+    it = make()
+    try:
+        while (item := await asyncio.to_thread(next, it, _END)) is not _END:
+            yield item  # type: ignore[misc]
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
+
+
+def _chunk_event(up: DocumentUploaded, chunk: Chunk) -> ChunkCreated:
+    return ChunkCreated(
+        **up.ids(), chunk_index=chunk.index, segments=list(chunk.segments), tokens=chunk.tokens,
+        content_hash=chunk.content_hash, filename=up.filename, card_types=up.card_types,
+        cards_per_chunk=up.cards_per_chunk,
+    )
+
+
+def register(app: faust.App, res: PipelineResources, uploads: Any, pages: Any, chunks: Any, cards: Any) -> Any:
+    settings = res.settings
+
+    @app.agent(uploads, concurrency=2)  # type: ignore[misc]
+    async def split_documents(stream: Any) -> None:
+        await res.wait_ready()
+        async for up in stream:
+            if not isinstance(up, DocumentUploaded):
+                continue
+            await split_one(up)
+
+    async def split_one(up: DocumentUploaded) -> None:
+        bound = log.bind(document_id=up.document_id, generation=up.generation)
+        chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)
+        pages_total: int | None = None
+        seen = n_chunks = 0
+
+        async def emit(new: list[Chunk]) -> None:
+            nonlocal n_chunks
+            for chunk in new:
+                await chunks.send(key=up.document_id, value=_chunk_event(up, chunk))
+                n_chunks += 1
+
+        try:
+            path = res.blobs.path(up.blob_uri)
+            items = iterate_in_thread(lambda: extract_isolated(path, settings.limits, filename=up.filename))
+            async for item in items:
+                if res.is_cancelled(up.document_id, up.generation):
+                    bound.info("extraction stopped: document cancelled")
+                    return
+                if isinstance(item, DocumentOpened):
+                    pages_total = item.pages_total
+                elif isinstance(item, Page):
+                    seen += 1
+                    await pages.send(key=up.document_id, value=PageExtracted(
+                        **up.ids(), number=item.number, label=item.label, section=list(item.section),
+                        text=item.text, method=item.method, reason=item.reason, tokens=item.tokens,
+                        pages_total=pages_total,
+                    ))
+                    await emit(chunker.add(item))
+                elif isinstance(item, ExtractionEnded):
+                    await emit(chunker.finish())
+                    await cards.send(key=up.document_id, value=ChunksPlanned(
+                        **up.ids(), chunks_total=n_chunks, pages_total=item.pages_total))
+                    await pages.send(key=up.document_id, value=ExtractionEndedEvent(
+                        **up.ids(), status=item.status, pages_total=item.pages_total, reason=item.reason))
+                    bound.info("document split", pages=item.pages_total, chunks=n_chunks, status=item.status)
+                    return
+            raise RuntimeError("extraction ended without a final status")
+        except InputRejected as exc:
+            reason = exc.reason
+        except Exception as exc:  # one bad file must never stop the worker
+            bound.exception("extraction crashed")
+            reason = f"extraction failed: {type(exc).__name__}: {exc}"
+        await cards.send(key=up.document_id, value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=seen))
+        await pages.send(key=up.document_id, value=ExtractionEndedEvent(
+            **up.ids(), status="failed", pages_total=seen, reason=reason))
+
+    return split_documents

@@ -1,0 +1,60 @@
+"""All per-document facts ──► jobs.progress (what clients see) and decks.
+
+The only stateful agent: a table of DocumentState keyed by document id, co-partitioned with
+every input topic. It runs with concurrency 1 because it writes the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+import structlog
+
+from services.decks import collect_cards, store_deck
+from services.events import DeckAssembled, Event
+from services.tracking import DocumentState, Outcome, track
+from streams.resources import PipelineResources
+
+log = structlog.get_logger(__name__)
+
+
+def register(
+    app: faust.App, res: PipelineResources, facts: Any, progress: Any, decks: Any, chunks: Any, partitions: int
+) -> Any:
+    table = app.Table("documents", default=None, partitions=partitions, value_serializer="raw")
+
+    @app.agent(facts)  # type: ignore[misc]
+    async def track_documents(stream: Any) -> None:
+        await res.wait_ready()
+        async for event in stream:
+            if not isinstance(event, Event):
+                continue
+            raw = table.get(event.document_id)
+            state = DocumentState.model_validate_json(raw) if raw else None
+            outcome = track(state, event)
+            await emit(event, outcome)
+            if outcome.state is not None and outcome.state is not state:
+                table[event.document_id] = outcome.state.model_dump_json().encode()
+
+    async def emit(event: Event, out: Outcome) -> None:
+        deck_cards: int | None = None
+        for retry in out.retries:
+            await chunks.send(key=event.document_id, value=retry)
+        if out.deck is not None and out.state is not None:
+            st = out.state
+            cards = await asyncio.to_thread(collect_cards, res.blobs, st.document_id, st.generation)
+            uri = await asyncio.to_thread(store_deck, res.blobs, st.document_id, st.generation, out.deck.status, cards)
+            await decks.send(key=event.document_id, value=DeckAssembled(
+                tenant_id=st.tenant_id, document_id=st.document_id, generation=st.generation,
+                status=out.deck.status, deck_uri=uri, cards=len(cards), chunks_total=max(st.chunks_total, 0),
+                chunks_failed=len(st.failed), failures=out.deck.failures))
+            log.info("deck assembled", document_id=st.document_id, status=out.deck.status, cards=len(cards))
+            deck_cards = len(cards)
+        for p in out.progress:
+            if p.kind == "done" and deck_cards is not None:
+                p = p.model_copy(update={"cards": deck_cards})  # after cross-chunk dedup
+            await progress.send(key=event.document_id, value=p)
+
+    return track_documents

@@ -1,0 +1,61 @@
+"""The Faust app of one generation: topics, the resources service and the agents.
+
+Built by a function (not at import time) so settings decide the broker, partitions and the
+generation. Reprocessing runs a new generation: a new app id, hence a new consumer group and
+new table topics, reading documents.uploaded from the start (never a rewind in place).
+"""
+
+from __future__ import annotations
+
+import faust
+
+from services import topics
+from services.settings import Settings
+from streams.agents import extract, generate, track
+from streams.codec import CODEC
+from streams.resources import PipelineResources
+
+
+def bootstrap_of(settings: Settings) -> str:
+    if not settings.kafka.bootstrap:
+        raise RuntimeError("DECKSTREAM_KAFKA_BOOTSTRAP is not set (`deckstream up` sets it)")
+    return settings.kafka.bootstrap
+
+
+def build_app(settings: Settings) -> faust.App:
+    bootstrap = bootstrap_of(settings)
+    partitions = settings.kafka.partitions
+    app = faust.App(
+        f"deckstream-g{settings.generation}",
+        broker=[f"kafka://{b}" for b in bootstrap.split(",")],
+        store="memory://",
+        processing_guarantee="at_least_once",
+        topic_partitions=partitions,
+        topic_replication_factor=settings.kafka.replication,
+        topic_allow_declare=False,  # topics come from services.topics, created by the launcher
+        table_standby_replicas=0,
+        stream_buffer_maxsize=32,  # don't prefetch thousands of LLM jobs (strands them on rebalance)
+        broker_max_poll_records=50,
+        broker_commit_every=50,
+        broker_commit_interval=1.0,
+        stream_wait_empty=True,
+        stream_processing_timeout=600,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        web_enabled=False,
+        key_serializer="raw",
+        value_serializer=CODEC,
+    )
+
+    def topic(*specs: topics.TopicSpec) -> faust.TopicT:
+        return app.topic(*(s.name for s in specs), partitions=partitions, key_serializer="raw",
+                         value_serializer=CODEC, internal=False)
+
+    res = PipelineResources(settings, bootstrap)
+    app.resources = res  # started beside the app by the worker: faust.Worker(app, app.resources)
+    extract.register(app, res, topic(topics.UPLOADED), topic(topics.PAGES), topic(topics.CHUNKS),
+                     topic(topics.CARDS))
+    generate.register(app, res, topic(topics.CHUNKS), topic(topics.CARDS))
+    track.register(app, res, topic(topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL),
+                   topic(topics.PROGRESS), topic(topics.DECKS), topic(topics.CHUNKS), partitions)
+    return app

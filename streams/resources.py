@@ -1,0 +1,85 @@
+"""Everything the agents use, opened and closed in one place (a Faust Service)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+import httpx
+import structlog
+from aiokafka import AIOKafkaConsumer
+
+from services import topics
+from services.blobs import BlobStore, LocalBlobStore
+from services.breaker import CircuitBreaker
+from services.events import CancelDocument, decode
+from services.llm import LLMClient, build_llm_client, detect_profile
+from services.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+
+class PipelineResources(faust.Service):  # type: ignore[misc]  # faust ships no type hints
+    """The blob store, the LLM client and the cancel list of one worker."""
+
+    def __init__(self, settings: Settings, bootstrap: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.bootstrap = bootstrap
+        self.blobs: BlobStore = LocalBlobStore(settings.blob_dir)
+        self.http: httpx.AsyncClient | None = None
+        self.llm: LLMClient | None = None
+        self.profile: str = "chat"
+        self.breaker = CircuitBreaker()
+        self.cancelled: set[tuple[str, int]] = set()
+        self._control: AIOKafkaConsumer | None = None
+        self._ready: asyncio.Event | None = None
+
+    def _ready_event(self) -> asyncio.Event:
+        if self._ready is None:
+            self._ready = asyncio.Event()
+        return self._ready
+
+    async def wait_ready(self) -> None:
+        """Agents may start before this service; they wait here for the LLM client."""
+        await self._ready_event().wait()
+
+    async def on_start(self) -> None:
+        cfg = self.settings.llm
+        if not cfg.url:
+            raise RuntimeError("DECKSTREAM_LLM_URL is not set: `deckstream up` sets it, or point it at a server")
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
+            limits=httpx.Limits(max_connections=cfg.max_in_flight + 4, max_keepalive_connections=cfg.max_in_flight),
+        )
+        self.llm = build_llm_client(self.http, cfg, cfg.url)
+        self.profile = cfg.profile if cfg.profile != "auto" else await detect_profile(self.http, cfg.url, cfg.kind)
+        log.info("llm ready", url=cfg.url, model=cfg.model, profile=self.profile)
+        self._control = AIOKafkaConsumer(
+            topics.CONTROL.name, bootstrap_servers=self.bootstrap, group_id=None,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+        )
+        await self._control.start()
+        self.add_future(self._watch_control())
+        self._ready_event().set()
+
+    async def on_stop(self) -> None:
+        if self._control is not None:
+            await self._control.stop()
+        if self.http is not None:
+            await self.http.aclose()
+
+    async def _watch_control(self) -> None:
+        assert self._control is not None
+        async for message in self._control:
+            try:
+                event = decode(message.value)
+            except Exception:  # a bad command must not stop the watcher
+                log.warning("undecodable control message", offset=message.offset)
+                continue
+            if isinstance(event, CancelDocument):
+                self.cancelled.add((event.document_id, event.generation))
+
+    def is_cancelled(self, document_id: str, generation: int) -> bool:
+        return (document_id, generation) in self.cancelled

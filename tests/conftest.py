@@ -1,0 +1,78 @@
+"""Shared fixtures. The broker and the LLM server start once per test run (session scope)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from services.settings import Settings
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
+TOKEN = "test-token-" + "x" * 16
+
+
+def corpus_file(name: str) -> Path:
+    path = CORPUS / name
+    if not path.exists():
+        pytest.skip(f"corpus file {name} not found in {CORPUS}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def test_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("deckstream-home")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(test_home: Path) -> Iterator[str]:
+    """A real single-node Kafka broker with every pipeline topic, for the whole run."""
+    from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
+    from services import topics
+
+    broker = start_broker(test_home, heap="512m", timeout_s=180)
+    try:
+        ensure_topics(broker.bootstrap, topics.ALL, partitions=4)
+        yield broker.bootstrap
+    finally:
+        stop_broker(broker)
+
+
+@pytest.fixture(scope="session")
+def llm_url(test_home: Path) -> Iterator[str]:
+    """The real llama.cpp server (xllamacpp) with Gemma 3 270M, for the whole run."""
+    from services.llm_server import start_local_llm
+
+    server = start_local_llm(
+        "gemma3-270m",
+        cache=test_home / "models",
+        n_parallel=2,
+        ctx_per_slot=2048,
+        threads=os.cpu_count() or 2,
+    )
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def stack_settings(home: Path, bootstrap: str, llm_url: str, **overrides: object) -> Settings:
+    """Settings of the test stack: the tiny model, few tokens, small limits."""
+    values: dict[str, object] = {
+        "home": home,
+        "kafka": {"bootstrap": bootstrap, "partitions": 4},
+        "llm": {
+            "url": llm_url,
+            "model": "gemma3-270m",
+            "max_in_flight": 2,
+            "max_tokens": 160,
+            "timeout_s": 60,
+        },
+        "chunks": {"max_tokens": 300},
+        "api": {"port": 0, "token": TOKEN},
+        "limits": {"max_upload_bytes": 3 * 1024 * 1024, "extract_timeout_s": 120},
+    }
+    values.update(overrides)
+    return Settings.model_validate(values)

@@ -1,0 +1,151 @@
+"""The document state machine: what clients see for every sequence of facts, redelivery included."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.domain import Card, Segment
+from services.events import (
+    CancelDocument,
+    CardsGenerated,
+    ChunkCreated,
+    ChunkFailed,
+    ChunksPlanned,
+    DocumentUploaded,
+    Event,
+    ExtractionEnded,
+    PageExtracted,
+    RetryFailedChunks,
+)
+from services.tracking import DocumentState, Outcome, track
+
+IDS = {"tenant_id": "t", "document_id": "d", "generation": 1}
+
+
+def upload() -> DocumentUploaded:
+    return DocumentUploaded(**IDS, filename="book.pdf", kind="pdf", size=10, sha256="s", blob_uri="blob://x",
+                            card_types=["basic"], cards_per_chunk=4)
+
+
+def page(n: int, total: int = 3) -> PageExtracted:
+    return PageExtracted(**IDS, number=n, label=str(n), section=["Ch"], text="some text", method="text",
+                         tokens=2, pages_total=total)
+
+
+def chunk(i: int) -> ChunkCreated:
+    return ChunkCreated(**IDS, chunk_index=i, segments=[Segment(1, "1", ("Ch",), "t")], tokens=1, content_hash="h",
+                        filename="book.pdf", card_types=["basic"], cards_per_chunk=4)
+
+
+def cards(i: int, n: int = 2) -> CardsGenerated:
+    made = [Card(f"{i}-{k}", "basic", f"Question {i}.{k}?", "A", "book.pdf", 1, "1", ("Ch",), i, "v1")
+            for k in range(n)]
+    return CardsGenerated(**IDS, chunk_index=i, cards=made, dropped=0, attempts=1, model="m", prompt_version="v1",
+                          elapsed_ms=5)
+
+
+def failed(i: int) -> ChunkFailed:
+    return ChunkFailed(**IDS, chunk_index=i, reason="LLM timed out", code="retryable", attempts=3, chunk=chunk(i))
+
+
+def run(events: list[Event], state: DocumentState | None = None) -> tuple[DocumentState | None, list[Outcome]]:
+    outs = []
+    for ev in events:
+        out = track(state, ev)
+        state = out.state
+        outs.append(out)
+    return state, outs
+
+
+def happy(chunks: int = 2) -> list[Event]:
+    return [upload(), page(1), page(2), page(3), ExtractionEnded(**IDS, status="ok", pages_total=3),
+            ChunksPlanned(**IDS, chunks_total=chunks, pages_total=3), *[cards(i) for i in range(chunks)]]
+
+
+def test_a_document_goes_from_queued_to_completed_with_absolute_counters() -> None:
+    state, outs = run(happy())
+    assert state is not None and state.status == "completed"
+    progress = [p for o in outs for p in o.progress]
+    assert [p.status for p in progress][:2] == ["queued", "extracting"]
+    assert [p.kind for p in progress].count("page") == 3
+    last = progress[-1]
+    assert (last.kind, last.pages_done, last.pages_total, last.chunks_done, last.chunks_total, last.cards) == (
+        "done", 3, 3, 2, 2, 4)
+    assert [p.progress for p in progress] == sorted(p.progress for p in progress) and last.progress == 1.0
+    assert sum(o.deck is not None for o in outs) == 1
+
+
+def test_some_failed_chunks_end_partial_with_the_reasons() -> None:
+    events = happy(3)[:-3] + [cards(0), failed(1), cards(2)]
+    state, outs = run(events)
+    assert state is not None and state.status == "partial"
+    deck = next(o.deck for o in outs if o.deck)
+    assert deck is not None and [(f.chunk_index, f.reason) for f in deck.failures] == [(1, "LLM timed out")]
+
+
+def test_all_chunks_failed_ends_failed() -> None:
+    state, _ = run(happy(2)[:-2] + [failed(0), failed(1)])
+    assert state is not None and state.status == "failed" and "every chunk failed" in (state.error or "")
+
+
+def test_extraction_failure_ends_failed_with_its_reason() -> None:
+    state, outs = run([upload(), ExtractionEnded(**IDS, status="failed", pages_total=0, reason="password protected"),
+                       ChunksPlanned(**IDS, chunks_total=0, pages_total=0)])
+    assert state is not None and (state.status, state.error) == ("failed", "password protected")
+    assert outs[-1].progress[-1].kind == "done"
+
+
+def test_a_document_without_text_fails_with_a_reason() -> None:
+    state, _ = run([upload(), page(1, 1), ExtractionEnded(**IDS, status="ok", pages_total=1),
+                    ChunksPlanned(**IDS, chunks_total=0, pages_total=1)])
+    assert state is not None and state.status == "failed" and "no text" in (state.error or "")
+
+
+def test_the_manifest_may_arrive_after_the_results() -> None:
+    events = [upload(), page(1, 1), cards(0), cards(1), ExtractionEnded(**IDS, status="ok", pages_total=1),
+              ChunksPlanned(**IDS, chunks_total=2, pages_total=1)]
+    state, _ = run(events)
+    assert state is not None and state.status == "completed" and state.cards == 4
+
+
+def test_cancel_keeps_cards_and_ignores_late_results() -> None:
+    state, outs = run(happy(3)[:-2] + [CancelDocument(**IDS), cards(1), failed(2)])
+    assert state is not None and state.status == "cancelled"
+    assert state.cards == 2  # only chunk 0 counted; late results ignored
+    assert [o.deck.status for o in outs if o.deck] == ["cancelled"]
+
+
+def test_retry_reemits_only_failed_chunks_then_completes() -> None:
+    state, _ = run(happy(3)[:-3] + [cards(0), failed(1), failed(2)])
+    assert state is not None and state.status == "partial"
+    out = track(state, RetryFailedChunks(**IDS))
+    assert [c.chunk_index for c in out.retries] == [1, 2] and all(c.attempt == 1 for c in out.retries)
+    assert out.state is not None and out.state.status == "generating"
+    state, outs = run([cards(1), cards(2)], out.state)
+    assert state is not None and state.status == "completed" and state.cards == 6
+    assert [o.deck.status for o in outs if o.deck] == ["completed"]
+
+
+def test_retry_of_a_completed_document_does_nothing() -> None:
+    state, _ = run(happy())
+    assert track(state, RetryFailedChunks(**IDS)).retries == []
+
+
+def test_events_of_another_generation_are_ignored() -> None:
+    state, _ = run([upload()])
+    other = page(1).model_copy(update={"generation": 2})
+    assert track(state, other).state is state
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(range(len(happy(3)))), min_size=0, max_size=12), st.randoms())
+def test_redelivery_and_reordering_never_change_the_outcome(dups: list[int], rnd: object) -> None:
+    base = happy(3)
+    events = list(base) + [base[i] for i in dups]
+    tail = events[1:]
+    rnd.shuffle(tail)  # type: ignore[attr-defined]
+    state, outs = run([events[0], *tail])
+    assert state is not None and state.status == "completed"
+    assert state.cards == 6 and len(state.pages) == 3
+    assert sum(o.deck is not None for o in outs) == 1, "a deck is assembled exactly once"

@@ -17,30 +17,45 @@ from api.hub import ProgressHub
 from api.routes import decks, documents, events, health
 from services.blobs import LocalBlobStore
 from services.credentials import load_or_create_token
-from services.publisher import KafkaPublisher
+from services.publisher import EventPublisher, KafkaPublisher
 from services.settings import Settings, get_settings
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    *,
+    publisher: EventPublisher | None = None,
+    hub: ProgressHub | None = None,
+) -> FastAPI:
+    """The app; tests may pass a publisher and hub (their start/stop are still called)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if not settings.kafka.bootstrap:
-            raise RuntimeError("DECKSTREAM_KAFKA_BOOTSTRAP is not set (`deckstream up` sets it)")
-        token = load_or_create_token(settings.home, settings.api.token.get_secret_value() if settings.api.token else None)
-        publisher = KafkaPublisher(settings.kafka.bootstrap)
-        hub = ProgressHub(settings.kafka.bootstrap)
+        nonlocal publisher, hub
+        if publisher is None or hub is None:
+            if not settings.kafka.bootstrap:
+                raise RuntimeError("DECKSTREAM_KAFKA_BOOTSTRAP is not set (`deckstream up` sets it)")
+            publisher = publisher or KafkaPublisher(settings.kafka.bootstrap)
+            hub = hub or ProgressHub(settings.kafka.bootstrap)
+        token = load_or_create_token(
+            settings.home, settings.api.token.get_secret_value() if settings.api.token else None
+        )
         await publisher.start()
         try:
             await hub.start()
             async with httpx.AsyncClient() as http:
                 app.state.http = http
-                app.state.deckstream = ApiState(settings=settings, token=token,
-                                                blobs=LocalBlobStore(settings.blob_dir), publisher=publisher, hub=hub)
+                app.state.deckstream = ApiState(
+                    settings=settings,
+                    token=token,
+                    blobs=LocalBlobStore(settings.blob_dir),
+                    publisher=publisher,
+                    hub=hub,
+                )
                 await hub.wait_caught_up(30.0)
                 log.info("api ready", documents=len(hub.docs))
                 yield
@@ -48,8 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
             await publisher.stop()
 
-    app = FastAPI(title="deckstream", version="0.1.0", lifespan=lifespan,
-                  description="Turn course material into cited flashcard decks.")
+    app = FastAPI(
+        title="deckstream",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Turn course material into cited flashcard decks.",
+    )
     problems.install(app)
     for router in (health.router, documents.router, events.router, decks.router):
         app.include_router(router)

@@ -52,8 +52,11 @@ class ProgressHub:
 
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_poll_records=500,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=500,
         )
         await self._consumer.start()
         tps = [
@@ -96,7 +99,7 @@ class ProgressHub:
         assert self._consumer is not None
         try:
             async for message in self._consumer:
-                self._apply(message.topic, Position(message.partition, message.offset), message.value)
+                self.apply(message.topic, Position(message.partition, message.offset), message.value)
                 tp = TopicPartition(message.topic, message.partition)
                 if tp in self._targets and message.offset + 1 >= self._targets[tp]:
                     del self._targets[tp]
@@ -109,7 +112,7 @@ class ProgressHub:
             log.exception("progress hub stopped")
             raise
 
-    def _apply(self, topic: str, pos: Position, value: bytes) -> None:
+    def apply(self, topic: str, pos: Position, value: bytes) -> None:
         try:
             event = decode(value)
         except Exception:
@@ -146,7 +149,9 @@ class ProgressHub:
         self.docs[document_id].subscribers.add(q)
         return q
 
-    def unsubscribe(self, document_id: str, q: asyncio.Queue[tuple[Position, DocumentProgress] | None]) -> None:
+    def unsubscribe(
+        self, document_id: str, q: asyncio.Queue[tuple[Position, DocumentProgress] | None]
+    ) -> None:
         view = self.docs.get(document_id)
         if view is not None:
             view.subscribers.discard(q)

@@ -12,21 +12,38 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.errors import DeckstreamError, InputRejected
 
 PROBLEM = "application/problem+json"
-TITLES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Content Too Large",
-          415: "Unsupported Media Type", 422: "Unprocessable Content", 429: "Too Many Requests",
-          503: "Service Unavailable"}
+TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    503: "Service Unavailable",
+}
 
 
 class Problem(Exception):
-    def __init__(self, status: int, detail: str, code: str = "error", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, detail: str, code: str = "error", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(detail)
         self.status, self.detail, self.code, self.headers = status, detail, code, headers
 
 
-def problem(request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None,
-            **extra: Any) -> JSONResponse:
-    body = {"type": f"https://deckstream.dev/problems/{code}", "title": TITLES.get(status, "Error"),
-            "status": status, "detail": detail, "instance": request.url.path, **extra}
+def problem(
+    request: Request, status: int, detail: str, code: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body = {
+        "type": f"https://deckstream.dev/problems/{code}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        "instance": request.url.path,
+        **extra,
+    }
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 

@@ -15,8 +15,11 @@ from services.credentials import load_or_create_token
 from services.logs import configure_logging
 from services.settings import get_settings
 
-app = typer.Typer(help="deckstream: course material in, cited flashcard decks out, streamed through Kafka.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="deckstream: course material in, cited flashcard decks out, streamed through Kafka.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 console = Console(stderr=True)
 
 
@@ -42,16 +45,22 @@ def up(
     settings = get_settings()
     if port:
         settings.api.port = port
-    token = load_or_create_token(settings.home, settings.api.token.get_secret_value() if settings.api.token else None)
-    with console.status("starting Kafka, the LLM server and the worker (first run resolves jars and models)..."):
+    token = load_or_create_token(
+        settings.home, settings.api.token.get_secret_value() if settings.api.token else None
+    )
+    with console.status(
+        "starting Kafka, the LLM server and the worker (first run resolves jars and models)..."
+    ):
         stack = start_stack(settings, api=False)
     try:
         s = stack.settings
         console.print(f"[bold green]deckstream is up[/] at [bold]http://{s.api.host}:{s.api.port}[/]")
         console.print(f"API token: [bold]{token}[/]   (also in {s.home / 'api-token'})")
         console.print(f"Kafka: {s.kafka.bootstrap}   LLM: {s.llm.url} ({s.llm.model})   logs: {stack.logs}")
-        console.print(f'Try: curl -H "Authorization: Bearer {token}" -F file=@book.pdf '
-                      f"http://{s.api.host}:{s.api.port}/v1/documents")
+        console.print(
+            f'Try: curl -H "Authorization: Bearer {token}" -F file=@book.pdf '
+            f"http://{s.api.host}:{s.api.port}/v1/documents"
+        )
         uvicorn.run(create_app(s), host=s.api.host, port=s.api.port, log_level="warning")
     finally:
         with console.status("stopping..."):
@@ -67,8 +76,8 @@ def worker() -> None:
     from streams.app import build_app
 
     configure_logging()
-    faust_app = build_app(get_settings())
-    faust.Worker(faust_app, faust_app.resources, loglevel="info").execute_from_commandline()
+    faust_app, resources = build_app(get_settings())
+    faust.Worker(faust_app, resources, loglevel="info").execute_from_commandline()
 
 
 @app.command()
@@ -83,13 +92,19 @@ def api(
 
     configure_logging()
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=host or settings.api.host, port=port or settings.api.port,
-                log_level="warning")
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api.host,
+        port=port or settings.api.port,
+        log_level="warning",
+    )
 
 
 @app.command()
 def demo(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a PDF, DOCX, PPTX or TXT")],
+    file: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, readable=True, help="a PDF, DOCX, PPTX or TXT")
+    ],
     cloze: Annotated[bool, typer.Option(help="ask for cloze cards too")] = False,
 ) -> None:
     """Start the stack, turn FILE into a deck with a live progress bar, print the deck, stop."""
@@ -107,6 +122,7 @@ def main() -> None:
     # SIGTERM from a supervisor stops `up` and `demo` as cleanly as Ctrl-C (uvicorn and Faust
     # install their own handlers in `api` and `worker`).
     signal.signal(signal.SIGTERM, _interrupt)
+    configure_logging()  # to stderr: stdout carries results (`BOOTSTRAP=$(deckstream kafka up --detach)`)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     _mount()
     app()

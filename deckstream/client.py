@@ -20,8 +20,11 @@ class SSEEvent:
 
 class DeckstreamClient:
     def __init__(self, base_url: str, token: str, timeout_s: float = 30.0) -> None:
-        self.http = httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"},
-                                 timeout=httpx.Timeout(timeout_s, read=None))
+        self.http = httpx.Client(
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(timeout_s, read=None),
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -32,7 +35,9 @@ class DeckstreamClient:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def upload(self, path: Path, options: dict[str, Any] | None = None, filename: str | None = None) -> httpx.Response:
+    def upload(
+        self, path: Path, options: dict[str, Any] | None = None, filename: str | None = None
+    ) -> httpx.Response:
         data = {"options": json.dumps(options)} if options else None
         with path.open("rb") as f:
             return self.http.post("/v1/documents", files={"file": (filename or path.name, f)}, data=data)

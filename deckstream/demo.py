@@ -18,8 +18,9 @@ def run_demo(settings: Settings, file: Path, *, cloze: bool, console: Console) -
     with console.status("starting Kafka, the LLM server, the worker and the API..."):
         stack = start_stack(settings, api=True)
     try:
-        token = load_or_create_token(stack.settings.home,
-                                     settings.api.token.get_secret_value() if settings.api.token else None)
+        token = load_or_create_token(
+            stack.settings.home, settings.api.token.get_secret_value() if settings.api.token else None
+        )
         assert stack.api_url is not None
         with DeckstreamClient(stack.api_url, token) as client:
             options = {"card_types": ["basic", "cloze"]} if cloze else None
@@ -29,24 +30,35 @@ def run_demo(settings: Settings, file: Path, *, cloze: bool, console: Console) -
                 return 2
             doc = r.json()["document_id"]
             final: dict[str, object] = {}
-            with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                          TimeElapsedColumn(), console=console) as bar:
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar:
                 task = bar.add_task(file.name, total=1.0, info="queued")
                 for ev in client.events(doc):
                     if ev.event == "progress":
                         d = ev.data
-                        info = (f"{d['status']}  page {d['pages_done']}/{d['pages_total']}  "
-                                f"chunks {d['chunks_done']}/{d['chunks_total']}  cards {d['cards']}")
+                        info = (
+                            f"{d['status']}  page {d['pages_done']}/{d['pages_total']}  "
+                            f"chunks {d['chunks_done']}/{d['chunks_total']}  cards {d['cards']}"
+                        )
                         bar.update(task, completed=d["progress"], info=info)
                     elif ev.event == "done":
                         final = ev.data
             deck = client.deck(doc).json()
-        table = Table(title=f"{file.name}: {len(deck['cards'])} cards ({final.get('status')})", show_lines=True)
+        table = Table(
+            title=f"{file.name}: {len(deck['cards'])} cards ({final.get('status')})", show_lines=True
+        )
         for col in ("front", "back", "source"):
             table.add_column(col)
         for c in deck["cards"]:
             src = c["source"]
-            table.add_row(c["front"], c["back"], f"{src['file']} p.{src['page_label']} {' > '.join(src['section'])}")
+            table.add_row(
+                c["front"], c["back"], f"{src['file']} p.{src['page_label']} {' > '.join(src['section'])}"
+            )
         console.print(table)
         for f in deck["failures"]:
             console.print(f"[yellow]chunk {f['chunk_index']} failed[/]: {f['reason']}")

@@ -54,9 +54,13 @@ class Stack:
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deckstream", *args], env=settings_env(self.settings),
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, preexec_fn=die_with_parent,
+            [sys.executable, "-m", "deckstream", *args],
+            env=settings_env(self.settings),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         log.close()
         self.children.append(proc)
@@ -89,7 +93,10 @@ def start_llm_for(stack: Stack) -> None:
     from services.llm_server import start_local_llm
 
     stack.llm = start_local_llm(
-        s.llm.model, cache=s.home / "models", n_parallel=s.llm.n_parallel, ctx_per_slot=s.llm.ctx_per_slot,
+        s.llm.model,
+        cache=s.home / "models",
+        n_parallel=s.llm.n_parallel,
+        ctx_per_slot=s.llm.ctx_per_slot,
         threads=s.llm.threads or (os.cpu_count() or 2),
     )
     s.llm.url = stack.llm.url
@@ -116,7 +123,9 @@ def start_api_for(stack: Stack, timeout_s: float = 60.0) -> str:
 
     def ready() -> bool:
         if proc.poll() is not None:
-            raise RuntimeError(f"the API exited with {proc.returncode}:\n{(stack.logs / 'api.log').read_text()[-3000:]}")
+            raise RuntimeError(
+                f"the API exited with {proc.returncode}:\n{(stack.logs / 'api.log').read_text()[-3000:]}"
+            )
         try:
             return httpx.get(f"{url}/readyz", timeout=2.0).status_code == 200
         except httpx.HTTPError:

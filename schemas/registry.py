@@ -48,7 +48,7 @@ class SchemaRegistry:
         self._fp: dict[str, bytes] = {}
         self._writers: dict[bytes, tuple[str, Any]] = {}
         for path in sorted(folder.glob(f"{NAMESPACE}.*.avsc")):
-            expanded = expand_schema(load_schema(str(path), _write_hint=False))
+            expanded: dict[str, Any] = expand_schema(load_schema(str(path), _write_hint=False))  # type: ignore[assignment]
             name = _short(expanded["name"])
             self.current[name] = expanded
             self._parsed[name] = fastavro.parse_schema(expanded)

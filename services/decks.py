@@ -57,9 +57,7 @@ def collect_cards(blobs: BlobStore, document_id: str, generation: int) -> list[C
     return cards
 
 
-def store_deck(
-    blobs: BlobStore, document_id: str, generation: int, status: str, cards: list[Card]
-) -> str:
+def store_deck(blobs: BlobStore, document_id: str, generation: int, status: str, cards: list[Card]) -> str:
     key = f"decks/{document_id}/g{generation}.json"
     return blobs.put_json(key, {"status": status, "cards": [card_to_json(c) for c in cards]})
 

@@ -163,8 +163,17 @@ class RetryFailedChunks(Event):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls
     for cls in (
-        DocumentUploaded, PageExtracted, ExtractionEnded, ChunkCreated, ChunksPlanned, CardsGenerated,
-        ChunkFailed, DeckAssembled, DocumentProgress, CancelDocument, RetryFailedChunks,
+        DocumentUploaded,
+        PageExtracted,
+        ExtractionEnded,
+        ChunkCreated,
+        ChunksPlanned,
+        CardsGenerated,
+        ChunkFailed,
+        DeckAssembled,
+        DocumentProgress,
+        CancelDocument,
+        RetryFailedChunks,
     )
 }
 

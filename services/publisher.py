@@ -10,6 +10,9 @@ from services.events import Event, encode
 
 
 class EventPublisher(Protocol):
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
     async def publish(self, topic: str, event: Event) -> None:
         """Returns once the broker has acknowledged the event (acks=all)."""
         ...
@@ -18,7 +21,10 @@ class EventPublisher(Protocol):
 class KafkaPublisher:
     def __init__(self, bootstrap: str) -> None:
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=0,
+            bootstrap_servers=bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
             request_timeout_ms=15000,
         )
 

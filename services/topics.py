@@ -23,8 +23,12 @@ UPLOADED = TopicSpec(
     "documents.uploaded",
     "DocumentUploaded: the system of record. Claim-check URI and hash, never the bytes.",
     # Full history: a replay rebuilds every deck from here.
-    {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1",
-     "message.timestamp.type": "CreateTime"},
+    {
+        "cleanup.policy": "delete",
+        "retention.ms": "-1",
+        "retention.bytes": "-1",
+        "message.timestamp.type": "CreateTime",
+    },
 )
 PAGES = TopicSpec(
     "documents.pages",

@@ -83,11 +83,22 @@ class Outcome:
 
 def _snapshot(st: DocumentState, kind: str, **extra: object) -> DocumentProgress:
     return DocumentProgress(
-        tenant_id=st.tenant_id, document_id=st.document_id, generation=st.generation,
-        kind=kind, status=st.status, filename=st.filename, created_at=st.created_at,
-        pages_total=max(st.pages_total, len(st.pages)), pages_done=len(st.pages),
-        chunks_total=max(st.chunks_total, 0), chunks_done=len(st.done), chunks_failed=len(st.failed),
-        cards=st.cards, progress=st.progress, error=st.error, **extra,  # type: ignore[arg-type]
+        tenant_id=st.tenant_id,
+        document_id=st.document_id,
+        generation=st.generation,
+        kind=kind,
+        status=st.status,
+        filename=st.filename,
+        created_at=st.created_at,
+        pages_total=max(st.pages_total, len(st.pages)),
+        pages_done=len(st.pages),
+        chunks_total=max(st.chunks_total, 0),
+        chunks_done=len(st.done),
+        chunks_failed=len(st.failed),
+        cards=st.cards,
+        progress=st.progress,
+        error=st.error,
+        **extra,
     )
 
 
@@ -117,19 +128,26 @@ def _finish(st: DocumentState, out: Outcome) -> None:
     out.progress.append(_snapshot(st, "done"))
 
 
-def track(state: DocumentState | None, event: Event) -> Outcome:  # noqa: C901 - one branch per event
+def track(state: DocumentState | None, event: Event) -> Outcome:
     if isinstance(event, DocumentUploaded):
         if state is not None and state.generation == event.generation:
             return Outcome(state)  # redelivered upload
         st = DocumentState(
-            tenant_id=event.tenant_id, document_id=event.document_id, generation=event.generation,
-            filename=event.filename, created_at=event.occurred_at,
+            tenant_id=event.tenant_id,
+            document_id=event.document_id,
+            generation=event.generation,
+            filename=event.filename,
+            created_at=event.occurred_at,
         )
         return Outcome(st, [_snapshot(st, "progress")])
     if state is None:
         # A fact about a document whose upload we have not seen: create it from the ids.
-        state = DocumentState(tenant_id=event.tenant_id, document_id=event.document_id,
-                              generation=event.generation, created_at=event.occurred_at)
+        state = DocumentState(
+            tenant_id=event.tenant_id,
+            document_id=event.document_id,
+            generation=event.generation,
+            created_at=event.occurred_at,
+        )
     if event.generation != state.generation:
         return Outcome(state)
     st = state.model_copy(deep=True)
@@ -148,8 +166,15 @@ def track(state: DocumentState | None, event: Event) -> Outcome:  # noqa: C901 -
         st.pages_total = max(st.pages_total, event.pages_total or 0)
         if st.status == "queued":
             st.status = "extracting"
-        page = PageInfo(number=event.number, label=event.label, section=event.section, method=event.method,
-                        reason=event.reason, chars=len(event.text), tokens=event.tokens)
+        page = PageInfo(
+            number=event.number,
+            label=event.label,
+            section=event.section,
+            method=event.method,
+            reason=event.reason,
+            chars=len(event.text),
+            tokens=event.tokens,
+        )
         out.progress.append(_snapshot(st, "page", page=page))
     elif isinstance(event, ExtractionEnded):
         if st.extraction is not None:

@@ -22,7 +22,8 @@ def bootstrap_of(settings: Settings) -> str:
     return settings.kafka.bootstrap
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
+    """The app and the service its agents use; run both: faust.Worker(app, resources)."""
     bootstrap = bootstrap_of(settings)
     partitions = settings.kafka.partitions
     app = faust.App(
@@ -48,14 +49,26 @@ def build_app(settings: Settings) -> faust.App:
     )
 
     def topic(*specs: topics.TopicSpec) -> faust.TopicT:
-        return app.topic(*(s.name for s in specs), partitions=partitions, key_serializer="raw",
-                         value_serializer=CODEC, internal=False)
+        return app.topic(
+            *(s.name for s in specs),
+            partitions=partitions,
+            key_serializer="raw",
+            value_serializer=CODEC,
+            internal=False,
+        )
 
     res = PipelineResources(settings, bootstrap)
-    app.resources = res  # started beside the app by the worker: faust.Worker(app, app.resources)
-    extract.register(app, res, topic(topics.UPLOADED), topic(topics.PAGES), topic(topics.CHUNKS),
-                     topic(topics.CARDS))
+    extract.register(
+        app, res, topic(topics.UPLOADED), topic(topics.PAGES), topic(topics.CHUNKS), topic(topics.CARDS)
+    )
     generate.register(app, res, topic(topics.CHUNKS), topic(topics.CARDS))
-    track.register(app, res, topic(topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL),
-                   topic(topics.PROGRESS), topic(topics.DECKS), topic(topics.CHUNKS), partitions)
-    return app
+    track.register(
+        app,
+        res,
+        topic(topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL),
+        topic(topics.PROGRESS),
+        topic(topics.DECKS),
+        topic(topics.CHUNKS),
+        partitions,
+    )
+    return app, res

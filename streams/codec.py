@@ -11,7 +11,7 @@ from services.events import Event, decode, encode
 CODEC = "deckstream-avro"
 
 
-class AvroEventCodec(codecs.Codec):  # type: ignore[misc]  # faust ships no type hints
+class AvroEventCodec(codecs.Codec):
     def _dumps(self, obj: Any) -> bytes:
         if not isinstance(obj, Event):
             raise TypeError(f"not an event: {type(obj).__name__}")

@@ -14,13 +14,13 @@ from services import topics
 from services.blobs import BlobStore, LocalBlobStore
 from services.breaker import CircuitBreaker
 from services.events import CancelDocument, decode
-from services.llm import LLMClient, build_llm_client, detect_profile
+from services.llm import LLMClient, Profile, build_llm_client, detect_profile
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-class PipelineResources(faust.Service):  # type: ignore[misc]  # faust ships no type hints
+class PipelineResources(faust.Service):
     """The blob store, the LLM client and the cancel list of one worker."""
 
     def __init__(self, settings: Settings, bootstrap: str, **kwargs: Any) -> None:
@@ -30,7 +30,7 @@ class PipelineResources(faust.Service):  # type: ignore[misc]  # faust ships no 
         self.blobs: BlobStore = LocalBlobStore(settings.blob_dir)
         self.http: httpx.AsyncClient | None = None
         self.llm: LLMClient | None = None
-        self.profile: str = "chat"
+        self.profile: Profile = "chat"
         self.breaker = CircuitBreaker()
         self.cancelled: set[tuple[str, int]] = set()
         self._control: AIOKafkaConsumer | None = None
@@ -48,17 +48,26 @@ class PipelineResources(faust.Service):  # type: ignore[misc]  # faust ships no 
     async def on_start(self) -> None:
         cfg = self.settings.llm
         if not cfg.url:
-            raise RuntimeError("DECKSTREAM_LLM_URL is not set: `deckstream up` sets it, or point it at a server")
+            raise RuntimeError(
+                "DECKSTREAM_LLM_URL is not set: `deckstream up` sets it, or point it at a server"
+            )
         self.http = httpx.AsyncClient(
             timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-            limits=httpx.Limits(max_connections=cfg.max_in_flight + 4, max_keepalive_connections=cfg.max_in_flight),
+            limits=httpx.Limits(
+                max_connections=cfg.max_in_flight + 4, max_keepalive_connections=cfg.max_in_flight
+            ),
         )
         self.llm = build_llm_client(self.http, cfg, cfg.url)
-        self.profile = cfg.profile if cfg.profile != "auto" else await detect_profile(self.http, cfg.url, cfg.kind)
+        self.profile = (
+            cfg.profile if cfg.profile != "auto" else await detect_profile(self.http, cfg.url, cfg.kind)
+        )
         log.info("llm ready", url=cfg.url, model=cfg.model, profile=self.profile)
         self._control = AIOKafkaConsumer(
-            topics.CONTROL.name, bootstrap_servers=self.bootstrap, group_id=None,
-            enable_auto_commit=False, auto_offset_reset="earliest",
+            topics.CONTROL.name,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
         )
         await self._control.start()
         self.add_future(self._watch_control())

@@ -18,15 +18,27 @@ router = APIRouter(prefix="/v1/decks", tags=["decks"])
 
 
 def card_json(card: Card) -> dict[str, Any]:
-    return {"card_id": card.card_id, "type": card.type, "front": card.front, "back": card.back,
-            "source": {"file": card.file, "page": card.page, "page_label": card.page_label,
-                       "section": list(card.section)},
-            "tags": list(card.tags), "needs_review": card.needs_review, "prompt_version": card.prompt_version}
+    return {
+        "card_id": card.card_id,
+        "type": card.type,
+        "front": card.front,
+        "back": card.back,
+        "source": {
+            "file": card.file,
+            "page": card.page,
+            "page_label": card.page_label,
+            "section": list(card.section),
+        },
+        "tags": list(card.tags),
+        "needs_review": card.needs_review,
+        "prompt_version": card.prompt_version,
+    }
 
 
 @router.get("/{document_id}", responses={404: {}})
-async def get_deck(document_id: str, state: StateDep, caller: CallerDep,
-                   format: Literal["json", "csv"] = "json") -> Any:
+async def get_deck(
+    document_id: str, state: StateDep, caller: CallerDep, format: Literal["json", "csv"] = "json"
+) -> Any:
     """Cards with front, back, type and source {file, page, section}."""
     view = find(state, caller.tenant_id, document_id)
     snap = view.snapshot
@@ -40,9 +52,18 @@ async def get_deck(document_id: str, state: StateDep, caller: CallerDep,
         w.writerow(["front", "back", "type", "file", "page", "section", "card_id"])
         for c in cards:
             w.writerow([c.front, c.back, c.type, c.file, c.page_label, " > ".join(c.section), c.card_id])
-        return Response(buf.getvalue(), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{document_id}.csv"'})
+        return Response(
+            buf.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{document_id}.csv"'},
+        )
     failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
-    return {"document_id": document_id, "filename": snap.filename, "generation": snap.generation,
-            "status": snap.status, "complete": view.deck is not None, "failures": failures,
-            "cards": [card_json(c) for c in cards]}
+    return {
+        "document_id": document_id,
+        "filename": snap.filename,
+        "generation": snap.generation,
+        "status": snap.status,
+        "complete": view.deck is not None,
+        "failures": failures,
+        "cards": [card_json(c) for c in cards],
+    }

@@ -57,10 +57,22 @@ class Status(BaseModel):
 def status_of(view: DocumentView) -> Status:
     s = view.snapshot
     failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
-    return Status(document_id=s.document_id, filename=s.filename, generation=s.generation, status=s.status,
-                  created_at=s.created_at, pages_total=s.pages_total, pages_done=s.pages_done,
-                  chunks_total=s.chunks_total, chunks_done=s.chunks_done, chunks_failed=s.chunks_failed,
-                  cards=s.cards, progress=s.progress, error=s.error, failures=failures)
+    return Status(
+        document_id=s.document_id,
+        filename=s.filename,
+        generation=s.generation,
+        status=s.status,
+        created_at=s.created_at,
+        pages_total=s.pages_total,
+        pages_done=s.pages_done,
+        chunks_total=s.chunks_total,
+        chunks_done=s.chunks_done,
+        chunks_failed=s.chunks_failed,
+        cards=s.cards,
+        progress=s.progress,
+        error=s.error,
+        failures=failures,
+    )
 
 
 def find(state: ApiState, tenant_id: str, document_id: str) -> DocumentView:
@@ -79,10 +91,14 @@ def _parse_options(raw: str | None) -> UploadOptions:
         raise Problem(422, f"invalid options: {exc}", "invalid-options") from exc
 
 
-@router.post("", status_code=202, response_model=Accepted,
-             responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}})
+@router.post(
+    "", status_code=202, response_model=Accepted, responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}}
+)
 async def upload(
-    request: Request, response: Response, state: StateDep, caller: CallerDep,
+    request: Request,
+    response: Response,
+    state: StateDep,
+    caller: CallerDep,
     file: Annotated[UploadFile, File(description="PDF, DOCX, PPTX, TXT or Markdown")],
     options: Annotated[str | None, Form(description="JSON: card_types, cards_per_chunk, language")] = None,
 ) -> Accepted:
@@ -90,8 +106,9 @@ async def upload(
     limits = state.settings.limits
     opts = _parse_options(options)
     try:
-        uri, sha256, size = await asyncio.to_thread(state.blobs.put_upload, file.file,
-                                                    max_bytes=limits.max_upload_bytes)
+        uri, sha256, size = await asyncio.to_thread(
+            state.blobs.put_upload, file.file, max_bytes=limits.max_upload_bytes
+        )
     except TooLarge as exc:
         raise FileTooLarge(f"the file is larger than the {limits.max_upload_bytes:,}-byte limit") from exc
     try:
@@ -104,18 +121,44 @@ async def upload(
     document_id = uuid.uuid4().hex
     filename = (file.filename or "upload").rsplit("/", 1)[-1][:255]
     event = DocumentUploaded(
-        tenant_id=caller.tenant_id, document_id=document_id, generation=state.settings.generation,
-        filename=filename, kind=kind, size=size, sha256=sha256, blob_uri=uri,
-        card_types=list(opts.card_types), cards_per_chunk=opts.cards_per_chunk, language=opts.language,
+        tenant_id=caller.tenant_id,
+        document_id=document_id,
+        generation=state.settings.generation,
+        filename=filename,
+        kind=kind,
+        size=size,
+        sha256=sha256,
+        blob_uri=uri,
+        card_types=list(opts.card_types),
+        cards_per_chunk=opts.cards_per_chunk,
+        language=opts.language,
     )
     await state.publisher.publish(topics.UPLOADED.name, event)
-    state.hub.register_upload(DocumentProgress(
-        **event.ids(), kind="progress", status="queued", filename=filename, created_at=event.occurred_at,
-        pages_total=0, pages_done=0, chunks_total=0, chunks_done=0, chunks_failed=0, cards=0, progress=0.0))
+    state.hub.register_upload(
+        DocumentProgress(
+            **event.ids(),
+            kind="progress",
+            status="queued",
+            filename=filename,
+            created_at=event.occurred_at,
+            pages_total=0,
+            pages_done=0,
+            chunks_total=0,
+            chunks_done=0,
+            chunks_failed=0,
+            cards=0,
+            progress=0.0,
+        )
+    )
     base = str(request.base_url).rstrip("/")
     response.headers["Location"] = f"{base}/v1/documents/{document_id}"
-    return Accepted(document_id=document_id, status="queued", status_url=f"{base}/v1/documents/{document_id}",
-                    events_url=f"{base}/v1/documents/{document_id}/events", deck_url=f"{base}/v1/decks/{document_id}")
+    return Accepted(
+        document_id=document_id,
+        status="queued",
+        status_url=f"{base}/v1/documents/{document_id}",
+        events_url=f"{base}/v1/documents/{document_id}/events",
+        deck_url=f"{base}/v1/decks/{document_id}",
+    )
 
 
 @router.get("", response_model=list[Status])
@@ -139,8 +182,12 @@ async def cancel(document_id: str, state: StateDep, caller: CallerDep) -> Status
     if view.snapshot.status in ("completed", "partial", "failed", "cancelled"):
         raise Problem(409, f"the document is already {view.snapshot.status}", "already-finished")
     s = view.snapshot
-    await state.publisher.publish(topics.CONTROL.name, CancelDocument(
-        tenant_id=s.tenant_id, document_id=s.document_id, generation=s.generation, occurred_at=now_ms()))
+    await state.publisher.publish(
+        topics.CONTROL.name,
+        CancelDocument(
+            tenant_id=s.tenant_id, document_id=s.document_id, generation=s.generation, occurred_at=now_ms()
+        ),
+    )
     return status_of(view)
 
 
@@ -150,7 +197,11 @@ async def retry(document_id: str, state: StateDep, caller: CallerDep) -> Status:
     view = find(state, caller.tenant_id, document_id)
     s = view.snapshot
     if s.status not in ("partial", "failed") or s.chunks_failed == 0:
-        raise Problem(409, "only a partial or failed document with failed chunks can be retried", "nothing-to-retry")
-    await state.publisher.publish(topics.CONTROL.name, RetryFailedChunks(
-        tenant_id=s.tenant_id, document_id=s.document_id, generation=s.generation))
+        raise Problem(
+            409, "only a partial or failed document with failed chunks can be retried", "nothing-to-retry"
+        )
+    await state.publisher.publish(
+        topics.CONTROL.name,
+        RetryFailedChunks(tenant_id=s.tenant_id, document_id=s.document_id, generation=s.generation),
+    )
     return status_of(view)

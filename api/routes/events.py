@@ -22,8 +22,20 @@ from services.decks import card_to_json
 from services.events import DocumentProgress
 
 router = APIRouter(prefix="/v1/documents", tags=["events"])
-SNAPSHOT_FIELDS = ("document_id", "generation", "status", "filename", "pages_total", "pages_done", "chunks_total",
-                   "chunks_done", "chunks_failed", "cards", "progress", "error")
+SNAPSHOT_FIELDS = (
+    "document_id",
+    "generation",
+    "status",
+    "filename",
+    "pages_total",
+    "pages_done",
+    "chunks_total",
+    "chunks_done",
+    "chunks_failed",
+    "cards",
+    "progress",
+    "error",
+)
 
 
 def _cursor(last_event_id: str | None) -> tuple[int, int]:
@@ -32,7 +44,9 @@ def _cursor(last_event_id: str | None) -> tuple[int, int]:
     try:
         _, offset, k = (int(x) for x in last_event_id.split("-"))
     except ValueError as exc:
-        raise Problem(400, f"Last-Event-ID {last_event_id!r} is not one of ours", "bad-last-event-id") from exc
+        raise Problem(
+            400, f"Last-Event-ID {last_event_id!r} is not one of ours", "bad-last-event-id"
+        ) from exc
     return offset, k
 
 
@@ -52,7 +66,9 @@ def sse_events(pos: Position, ev: DocumentProgress) -> list[tuple[int, str, dict
 
 
 @router.get("/{document_id}/events", response_class=EventSourceResponse, responses={404: {}})
-async def events(document_id: str, request: Request, state: StateDep, caller: CallerDep) -> EventSourceResponse:
+async def events(
+    document_id: str, request: Request, state: StateDep, caller: CallerDep
+) -> EventSourceResponse:
     """Live progress as Server-Sent Events; resumes after Last-Event-ID."""
     find(state, caller.tenant_id, document_id)
     cursor = _cursor(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
@@ -81,5 +97,9 @@ async def events(document_id: str, request: Request, state: StateDep, caller: Ca
         finally:
             hub.unsubscribe(document_id, queue)
 
-    return EventSourceResponse(stream(), ping=int(state.settings.api.sse_ping_s), send_timeout=30,
-                               headers={"Cache-Control": "no-store"})
+    return EventSourceResponse(
+        stream(),
+        ping=int(state.settings.api.sse_ping_s),
+        send_timeout=30,
+        headers={"Cache-Control": "no-store"},
+    )

@@ -42,4 +42,6 @@ async def readyz(request: Request, state: StateDep) -> JSONResponse:
     checks["llm"] = llm or "ok"
     checks["blobs"] = "ok" if os.access(state.settings.blob_dir, os.W_OK) else "not writable"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503)
+    return JSONResponse(
+        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+    )

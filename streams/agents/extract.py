@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import faust
 import structlog
-
 from services.chunking import Chunker
+
 from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
 from services.errors import InputRejected
 from services.events import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
@@ -34,7 +34,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]
     it = make()
     try:
         while (item := await asyncio.to_thread(next, it, _END)) is not _END:
-            yield item  # type: ignore[misc]
+            yield item  # type: ignore[misc]  # narrowed by the sentinel check
     finally:
         close = getattr(it, "close", None)
         if close is not None:
@@ -43,16 +43,23 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]
 
 def _chunk_event(up: DocumentUploaded, chunk: Chunk) -> ChunkCreated:
     return ChunkCreated(
-        **up.ids(), chunk_index=chunk.index, segments=list(chunk.segments), tokens=chunk.tokens,
-        content_hash=chunk.content_hash, filename=up.filename, card_types=up.card_types,
+        **up.ids(),
+        chunk_index=chunk.index,
+        segments=list(chunk.segments),
+        tokens=chunk.tokens,
+        content_hash=chunk.content_hash,
+        filename=up.filename,
+        card_types=up.card_types,
         cards_per_chunk=up.cards_per_chunk,
     )
 
 
-def register(app: faust.App, res: PipelineResources, uploads: Any, pages: Any, chunks: Any, cards: Any) -> Any:
+def register(
+    app: faust.App, res: PipelineResources, uploads: Any, pages: Any, chunks: Any, cards: Any
+) -> Any:
     settings = res.settings
 
-    @app.agent(uploads, concurrency=2)  # type: ignore[misc]
+    @app.agent(uploads, concurrency=2)
     async def split_documents(stream: Any) -> None:
         await res.wait_ready()
         async for up in stream:
@@ -83,18 +90,33 @@ def register(app: faust.App, res: PipelineResources, uploads: Any, pages: Any, c
                     pages_total = item.pages_total
                 elif isinstance(item, Page):
                     seen += 1
-                    await pages.send(key=up.document_id, value=PageExtracted(
-                        **up.ids(), number=item.number, label=item.label, section=list(item.section),
-                        text=item.text, method=item.method, reason=item.reason, tokens=item.tokens,
-                        pages_total=pages_total,
-                    ))
+                    await pages.send(
+                        key=up.document_id,
+                        value=PageExtracted(
+                            **up.ids(),
+                            number=item.number,
+                            label=item.label,
+                            section=list(item.section),
+                            text=item.text,
+                            method=item.method,
+                            reason=item.reason,
+                            tokens=item.tokens,
+                            pages_total=pages_total,
+                        ),
+                    )
                     await emit(chunker.add(item))
                 elif isinstance(item, ExtractionEnded):
                     await emit(chunker.finish())
-                    await cards.send(key=up.document_id, value=ChunksPlanned(
-                        **up.ids(), chunks_total=n_chunks, pages_total=item.pages_total))
-                    await pages.send(key=up.document_id, value=ExtractionEndedEvent(
-                        **up.ids(), status=item.status, pages_total=item.pages_total, reason=item.reason))
+                    await cards.send(
+                        key=up.document_id,
+                        value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=item.pages_total),
+                    )
+                    await pages.send(
+                        key=up.document_id,
+                        value=ExtractionEndedEvent(
+                            **up.ids(), status=item.status, pages_total=item.pages_total, reason=item.reason
+                        ),
+                    )
                     bound.info("document split", pages=item.pages_total, chunks=n_chunks, status=item.status)
                     return
             raise RuntimeError("extraction ended without a final status")
@@ -103,8 +125,12 @@ def register(app: faust.App, res: PipelineResources, uploads: Any, pages: Any, c
         except Exception as exc:  # one bad file must never stop the worker
             bound.exception("extraction crashed")
             reason = f"extraction failed: {type(exc).__name__}: {exc}"
-        await cards.send(key=up.document_id, value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=seen))
-        await pages.send(key=up.document_id, value=ExtractionEndedEvent(
-            **up.ids(), status="failed", pages_total=seen, reason=reason))
+        await cards.send(
+            key=up.document_id, value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=seen)
+        )
+        await pages.send(
+            key=up.document_id,
+            value=ExtractionEndedEvent(**up.ids(), status="failed", pages_total=seen, reason=reason),
+        )
 
     return split_documents

@@ -27,7 +27,7 @@ log = structlog.get_logger(__name__)
 def register(app: faust.App, res: PipelineResources, chunks: Any, cards: Any) -> Any:
     cfg = res.settings.llm
 
-    @app.agent(chunks, concurrency=cfg.max_in_flight)  # type: ignore[misc]
+    @app.agent(chunks, concurrency=cfg.max_in_flight)
     async def generate(stream: Any) -> None:
         await res.wait_ready()
         async for ev in stream:
@@ -37,34 +37,71 @@ def register(app: faust.App, res: PipelineResources, chunks: Any, cards: Any) ->
     async def generate_one(ev: ChunkCreated) -> None:
         if res.is_cancelled(ev.document_id, ev.generation):
             return
-        assert res.llm is not None
+        llm = res.llm
+        assert llm is not None
         bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index)
         chunk = Chunk(index=ev.chunk_index, segments=tuple(ev.segments), tokens=ev.tokens)
         started = time.monotonic()
         try:
-            await res.breaker.wait_until_closed()
-            result = await res.breaker.call(lambda: generate_cards(
-                chunk, llm=res.llm, profile=res.profile,  # type: ignore[arg-type]
-                document_id=ev.document_id, generation=ev.generation, filename=ev.filename,
-                card_types=ev.card_types, per_chunk=ev.cards_per_chunk, max_attempts=cfg.max_attempts,
-                backoff_base_s=cfg.backoff_base_s, backoff_cap_s=cfg.backoff_cap_s,
-            ))
+            result = await res.breaker.call(
+                lambda: generate_cards(
+                    chunk,
+                    llm=llm,
+                    profile=res.profile,
+                    document_id=ev.document_id,
+                    generation=ev.generation,
+                    filename=ev.filename,
+                    card_types=ev.card_types,
+                    per_chunk=ev.cards_per_chunk,
+                    max_attempts=cfg.max_attempts,
+                    backoff_base_s=cfg.backoff_base_s,
+                    backoff_cap_s=cfg.backoff_cap_s,
+                    prompt_version=res.settings.cards.prompt_version,
+                    max_tokens=cfg.max_tokens,
+                    temperature=cfg.temperature,
+                )
+            )
         except DeckstreamError as exc:
             bound.warning("chunk failed", reason=exc.reason)
-            await cards.send(key=ev.document_id, value=ChunkFailed(
-                **ev.ids(), chunk_index=ev.chunk_index, reason=exc.reason, code=exc.code,
-                attempts=cfg.max_attempts, chunk=ev))
+            await cards.send(
+                key=ev.document_id,
+                value=ChunkFailed(
+                    **ev.ids(),
+                    chunk_index=ev.chunk_index,
+                    reason=exc.reason,
+                    code=exc.code,
+                    attempts=cfg.max_attempts,
+                    chunk=ev,
+                ),
+            )
             return
         except Exception as exc:  # a bug must fail the chunk, not the worker
             bound.exception("chunk crashed")
-            await cards.send(key=ev.document_id, value=ChunkFailed(
-                **ev.ids(), chunk_index=ev.chunk_index, reason=f"internal error: {type(exc).__name__}: {exc}",
-                code="internal", attempts=1, chunk=ev))
+            await cards.send(
+                key=ev.document_id,
+                value=ChunkFailed(
+                    **ev.ids(),
+                    chunk_index=ev.chunk_index,
+                    reason=f"internal error: {type(exc).__name__}: {exc}",
+                    code="internal",
+                    attempts=1,
+                    chunk=ev,
+                ),
+            )
             return
         store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
-        await cards.send(key=ev.document_id, value=CardsGenerated(
-            **ev.ids(), chunk_index=ev.chunk_index, cards=result.cards, dropped=len(result.dropped),
-            attempts=result.attempts, model=cfg.model, prompt_version=prompt_version(res.profile),
-            elapsed_ms=int((time.monotonic() - started) * 1000)))
+        await cards.send(
+            key=ev.document_id,
+            value=CardsGenerated(
+                **ev.ids(),
+                chunk_index=ev.chunk_index,
+                cards=result.cards,
+                dropped=len(result.dropped),
+                attempts=result.attempts,
+                model=cfg.model,
+                prompt_version=prompt_version(res.profile, res.settings.cards.prompt_version),
+                elapsed_ms=int((time.monotonic() - started) * 1000),
+            ),
+        )
 
     return generate

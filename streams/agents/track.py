@@ -21,11 +21,17 @@ log = structlog.get_logger(__name__)
 
 
 def register(
-    app: faust.App, res: PipelineResources, facts: Any, progress: Any, decks: Any, chunks: Any, partitions: int
+    app: faust.App,
+    res: PipelineResources,
+    facts: Any,
+    progress: Any,
+    decks: Any,
+    chunks: Any,
+    partitions: int,
 ) -> Any:
     table = app.Table("documents", default=None, partitions=partitions, value_serializer="raw")
 
-    @app.agent(facts)  # type: ignore[misc]
+    @app.agent(facts)
     async def track_documents(stream: Any) -> None:
         await res.wait_ready()
         async for event in stream:
@@ -45,11 +51,23 @@ def register(
         if out.deck is not None and out.state is not None:
             st = out.state
             cards = await asyncio.to_thread(collect_cards, res.blobs, st.document_id, st.generation)
-            uri = await asyncio.to_thread(store_deck, res.blobs, st.document_id, st.generation, out.deck.status, cards)
-            await decks.send(key=event.document_id, value=DeckAssembled(
-                tenant_id=st.tenant_id, document_id=st.document_id, generation=st.generation,
-                status=out.deck.status, deck_uri=uri, cards=len(cards), chunks_total=max(st.chunks_total, 0),
-                chunks_failed=len(st.failed), failures=out.deck.failures))
+            uri = await asyncio.to_thread(
+                store_deck, res.blobs, st.document_id, st.generation, out.deck.status, cards
+            )
+            await decks.send(
+                key=event.document_id,
+                value=DeckAssembled(
+                    tenant_id=st.tenant_id,
+                    document_id=st.document_id,
+                    generation=st.generation,
+                    status=out.deck.status,
+                    deck_uri=uri,
+                    cards=len(cards),
+                    chunks_total=max(st.chunks_total, 0),
+                    chunks_failed=len(st.failed),
+                    failures=out.deck.failures,
+                ),
+            )
             log.info("deck assembled", document_id=st.document_id, status=out.deck.status, cards=len(cards))
             deck_cards = len(cards)
         for p in out.progress:

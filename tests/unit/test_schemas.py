@@ -86,8 +86,17 @@ def test_an_added_optional_field_keeps_old_events_readable(tmp_path: Path) -> No
     (tmp_path / "history").mkdir()
     old = SchemaRegistry(tmp_path)
     old.freeze()
-    old_bytes = old.encode("CancelDocument", {"event_id": "e", "tenant_id": "t", "document_id": "d",
-                                              "generation": 1, "occurred_at": 5, "reason": None})
+    old_bytes = old.encode(
+        "CancelDocument",
+        {
+            "event_id": "e",
+            "tenant_id": "t",
+            "document_id": "d",
+            "generation": 1,
+            "occurred_at": 5,
+            "reason": None,
+        },
+    )
     cur = json.loads((tmp_path / "dev.deckstream.events.CancelDocument.avsc").read_text())
     cur["fields"].append({"name": "requested_by", "type": "string", "default": "user"})
     (tmp_path / "dev.deckstream.events.CancelDocument.avsc").write_text(json.dumps(cur))
@@ -97,9 +106,18 @@ def test_an_added_optional_field_keeps_old_events_readable(tmp_path: Path) -> No
 
 
 def test_single_object_encoding_header_and_round_trip() -> None:
-    chunk = ChunkCreated(tenant_id="t", document_id="d", generation=2, chunk_index=3,
-                         segments=[Segment(4, "iv", ("Part I", "Ch 1"), "text")], tokens=1, content_hash="h",
-                         filename="f.pdf", card_types=["basic"], cards_per_chunk=4)
+    chunk = ChunkCreated(
+        tenant_id="t",
+        document_id="d",
+        generation=2,
+        chunk_index=3,
+        segments=[Segment(4, "iv", ("Part I", "Ch 1"), "text")],
+        tokens=1,
+        content_hash="h",
+        filename="f.pdf",
+        card_types=["basic"],
+        cards_per_chunk=4,
+    )
     failed = ChunkFailed(**chunk.ids(), chunk_index=3, reason="r", code="c", attempts=3, chunk=chunk)
     data = encode(failed)
     assert data[:2] == b"\xc3\x01"
@@ -117,10 +135,23 @@ def test_garbage_and_unknown_fingerprints_are_refused() -> None:
 
 def test_faust_codec_round_trips_events_and_refuses_other_values() -> None:
     codec = AvroEventCodec()
-    p = DocumentProgress(tenant_id="t", document_id="d", generation=1, kind="card", status="generating",
-                         filename="f", created_at=1, pages_total=2, pages_done=1, chunks_total=1, chunks_done=1,
-                         chunks_failed=0, cards=1, progress=0.5,
-                         new_cards=[Card("c", "basic", "Q?", "A", "f", 1, "1", ("S",), 0, "v1")])
+    p = DocumentProgress(
+        tenant_id="t",
+        document_id="d",
+        generation=1,
+        kind="card",
+        status="generating",
+        filename="f",
+        created_at=1,
+        pages_total=2,
+        pages_done=1,
+        chunks_total=1,
+        chunks_done=1,
+        chunks_failed=0,
+        cards=1,
+        progress=0.5,
+        new_cards=[Card("c", "basic", "Q?", "A", "f", 1, "1", ("S",), 0, "v1")],
+    )
     assert codec.loads(codec.dumps(p)) == p
     with pytest.raises(TypeError):
         codec.dumps({"not": "an event"})

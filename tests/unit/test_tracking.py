@@ -24,32 +24,63 @@ IDS = {"tenant_id": "t", "document_id": "d", "generation": 1}
 
 
 def upload() -> DocumentUploaded:
-    return DocumentUploaded(**IDS, filename="book.pdf", kind="pdf", size=10, sha256="s", blob_uri="blob://x",
-                            card_types=["basic"], cards_per_chunk=4)
+    return DocumentUploaded(
+        **IDS,
+        filename="book.pdf",
+        kind="pdf",
+        size=10,
+        sha256="s",
+        blob_uri="blob://x",
+        card_types=["basic"],
+        cards_per_chunk=4,
+    )
 
 
 def page(n: int, total: int = 3) -> PageExtracted:
-    return PageExtracted(**IDS, number=n, label=str(n), section=["Ch"], text="some text", method="text",
-                         tokens=2, pages_total=total)
+    return PageExtracted(
+        **IDS,
+        number=n,
+        label=str(n),
+        section=["Ch"],
+        text="some text",
+        method="text",
+        tokens=2,
+        pages_total=total,
+    )
 
 
 def chunk(i: int) -> ChunkCreated:
-    return ChunkCreated(**IDS, chunk_index=i, segments=[Segment(1, "1", ("Ch",), "t")], tokens=1, content_hash="h",
-                        filename="book.pdf", card_types=["basic"], cards_per_chunk=4)
+    return ChunkCreated(
+        **IDS,
+        chunk_index=i,
+        segments=[Segment(1, "1", ("Ch",), "t")],
+        tokens=1,
+        content_hash="h",
+        filename="book.pdf",
+        card_types=["basic"],
+        cards_per_chunk=4,
+    )
 
 
 def cards(i: int, n: int = 2) -> CardsGenerated:
-    made = [Card(f"{i}-{k}", "basic", f"Question {i}.{k}?", "A", "book.pdf", 1, "1", ("Ch",), i, "v1")
-            for k in range(n)]
-    return CardsGenerated(**IDS, chunk_index=i, cards=made, dropped=0, attempts=1, model="m", prompt_version="v1",
-                          elapsed_ms=5)
+    made = [
+        Card(f"{i}-{k}", "basic", f"Question {i}.{k}?", "A", "book.pdf", 1, "1", ("Ch",), i, "v1")
+        for k in range(n)
+    ]
+    return CardsGenerated(
+        **IDS, chunk_index=i, cards=made, dropped=0, attempts=1, model="m", prompt_version="v1", elapsed_ms=5
+    )
 
 
 def failed(i: int) -> ChunkFailed:
-    return ChunkFailed(**IDS, chunk_index=i, reason="LLM timed out", code="retryable", attempts=3, chunk=chunk(i))
+    return ChunkFailed(
+        **IDS, chunk_index=i, reason="LLM timed out", code="retryable", attempts=3, chunk=chunk(i)
+    )
 
 
-def run(events: list[Event], state: DocumentState | None = None) -> tuple[DocumentState | None, list[Outcome]]:
+def run(
+    events: list[Event], state: DocumentState | None = None
+) -> tuple[DocumentState | None, list[Outcome]]:
     outs = []
     for ev in events:
         out = track(state, ev)
@@ -59,8 +90,15 @@ def run(events: list[Event], state: DocumentState | None = None) -> tuple[Docume
 
 
 def happy(chunks: int = 2) -> list[Event]:
-    return [upload(), page(1), page(2), page(3), ExtractionEnded(**IDS, status="ok", pages_total=3),
-            ChunksPlanned(**IDS, chunks_total=chunks, pages_total=3), *[cards(i) for i in range(chunks)]]
+    return [
+        upload(),
+        page(1),
+        page(2),
+        page(3),
+        ExtractionEnded(**IDS, status="ok", pages_total=3),
+        ChunksPlanned(**IDS, chunks_total=chunks, pages_total=3),
+        *[cards(i) for i in range(chunks)],
+    ]
 
 
 def test_a_document_goes_from_queued_to_completed_with_absolute_counters() -> None:
@@ -70,14 +108,20 @@ def test_a_document_goes_from_queued_to_completed_with_absolute_counters() -> No
     assert [p.status for p in progress][:2] == ["queued", "extracting"]
     assert [p.kind for p in progress].count("page") == 3
     last = progress[-1]
-    assert (last.kind, last.pages_done, last.pages_total, last.chunks_done, last.chunks_total, last.cards) == (
-        "done", 3, 3, 2, 2, 4)
+    assert (
+        last.kind,
+        last.pages_done,
+        last.pages_total,
+        last.chunks_done,
+        last.chunks_total,
+        last.cards,
+    ) == ("done", 3, 3, 2, 2, 4)
     assert [p.progress for p in progress] == sorted(p.progress for p in progress) and last.progress == 1.0
     assert sum(o.deck is not None for o in outs) == 1
 
 
 def test_some_failed_chunks_end_partial_with_the_reasons() -> None:
-    events = happy(3)[:-3] + [cards(0), failed(1), cards(2)]
+    events = [*happy(3)[:-3], cards(0), failed(1), cards(2)]
     state, outs = run(events)
     assert state is not None and state.status == "partial"
     deck = next(o.deck for o in outs if o.deck)
@@ -85,39 +129,56 @@ def test_some_failed_chunks_end_partial_with_the_reasons() -> None:
 
 
 def test_all_chunks_failed_ends_failed() -> None:
-    state, _ = run(happy(2)[:-2] + [failed(0), failed(1)])
+    state, _ = run([*happy(2)[:-2], failed(0), failed(1)])
     assert state is not None and state.status == "failed" and "every chunk failed" in (state.error or "")
 
 
 def test_extraction_failure_ends_failed_with_its_reason() -> None:
-    state, outs = run([upload(), ExtractionEnded(**IDS, status="failed", pages_total=0, reason="password protected"),
-                       ChunksPlanned(**IDS, chunks_total=0, pages_total=0)])
+    state, outs = run(
+        [
+            upload(),
+            ExtractionEnded(**IDS, status="failed", pages_total=0, reason="password protected"),
+            ChunksPlanned(**IDS, chunks_total=0, pages_total=0),
+        ]
+    )
     assert state is not None and (state.status, state.error) == ("failed", "password protected")
     assert outs[-1].progress[-1].kind == "done"
 
 
 def test_a_document_without_text_fails_with_a_reason() -> None:
-    state, _ = run([upload(), page(1, 1), ExtractionEnded(**IDS, status="ok", pages_total=1),
-                    ChunksPlanned(**IDS, chunks_total=0, pages_total=1)])
+    state, _ = run(
+        [
+            upload(),
+            page(1, 1),
+            ExtractionEnded(**IDS, status="ok", pages_total=1),
+            ChunksPlanned(**IDS, chunks_total=0, pages_total=1),
+        ]
+    )
     assert state is not None and state.status == "failed" and "no text" in (state.error or "")
 
 
 def test_the_manifest_may_arrive_after_the_results() -> None:
-    events = [upload(), page(1, 1), cards(0), cards(1), ExtractionEnded(**IDS, status="ok", pages_total=1),
-              ChunksPlanned(**IDS, chunks_total=2, pages_total=1)]
+    events = [
+        upload(),
+        page(1, 1),
+        cards(0),
+        cards(1),
+        ExtractionEnded(**IDS, status="ok", pages_total=1),
+        ChunksPlanned(**IDS, chunks_total=2, pages_total=1),
+    ]
     state, _ = run(events)
     assert state is not None and state.status == "completed" and state.cards == 4
 
 
 def test_cancel_keeps_cards_and_ignores_late_results() -> None:
-    state, outs = run(happy(3)[:-2] + [CancelDocument(**IDS), cards(1), failed(2)])
+    state, outs = run([*happy(3)[:-2], CancelDocument(**IDS), cards(1), failed(2)])
     assert state is not None and state.status == "cancelled"
     assert state.cards == 2  # only chunk 0 counted; late results ignored
     assert [o.deck.status for o in outs if o.deck] == ["cancelled"]
 
 
 def test_retry_reemits_only_failed_chunks_then_completes() -> None:
-    state, _ = run(happy(3)[:-3] + [cards(0), failed(1), failed(2)])
+    state, _ = run([*happy(3)[:-3], cards(0), failed(1), failed(2)])
     assert state is not None and state.status == "partial"
     out = track(state, RetryFailedChunks(**IDS))
     assert [c.chunk_index for c in out.retries] == [1, 2] and all(c.attempt == 1 for c in out.retries)

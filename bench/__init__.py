@@ -1,0 +1,1 @@
+"""`python -m bench NAME`: benchmarks that print one JSON line last."""

@@ -1,0 +1,1 @@
+"""Local infrastructure the project starts itself (no Docker): the Kafka broker."""

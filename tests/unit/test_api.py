@@ -1,0 +1,244 @@
+"""The API at its edge, with a fake publisher and a hub fed by hand (no Kafka here).
+
+The same routes run against the real broker in tests/integration/test_pipeline.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.hub import Position, ProgressHub
+from services import topics
+from services.decks import store_chunk_cards
+from services.domain import Card
+from services.events import CancelDocument, DeckAssembled, DocumentProgress, DocumentUploaded, Event, encode
+from services.settings import Settings
+from tests.conftest import TOKEN, corpus_file
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, Event]] = []
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def publish(self, topic: str, event: Event) -> None:
+        self.sent.append((topic, event))
+
+
+class FakeHub(ProgressHub):
+    def __init__(self) -> None:
+        super().__init__("unused:0")
+        self.offset = 0
+
+    async def start(self) -> None:
+        self._caught_up.set()
+        self._task = asyncio.create_task(asyncio.Event().wait())
+
+    def feed(self, event: Event, topic: str = topics.PROGRESS.name) -> None:
+        self.apply(topic, Position(0, self.offset), encode(event))
+        self.offset += 1
+
+
+@pytest.fixture()
+def parts(tmp_path: Path) -> tuple[Settings, FakePublisher, FakeHub]:
+    settings = Settings.model_validate(
+        {"home": tmp_path, "api": {"token": TOKEN}, "limits": {"max_upload_bytes": 200_000}}
+    )
+    return settings, FakePublisher(), FakeHub()
+
+
+@pytest.fixture()
+def client(parts: tuple[Settings, FakePublisher, FakeHub]) -> Iterator[TestClient]:
+    settings, publisher, hub = parts
+    with TestClient(create_app(settings, publisher=publisher, hub=hub)) as c:
+        yield c
+
+
+def upload(client: TestClient, name: str, data: bytes | None = None, **form: str) -> object:
+    body = data if data is not None else corpus_file(name).read_bytes()
+    return client.post("/v1/documents", headers=AUTH, files={"file": (name, body)}, data=form)
+
+
+def progress(doc: str, kind: str = "progress", status: str = "generating", **kw: object) -> DocumentProgress:
+    base = dict(
+        tenant_id="default",
+        document_id=doc,
+        generation=1,
+        kind=kind,
+        status=status,
+        filename="f.pdf",
+        created_at=1,
+        pages_total=2,
+        pages_done=2,
+        chunks_total=2,
+        chunks_done=1,
+        chunks_failed=0,
+        cards=1,
+        progress=0.6,
+    )
+    base.update(kw)
+    return DocumentProgress(**base)  # type: ignore[arg-type]
+
+
+def test_upload_is_accepted_and_published_with_a_claim_check(client: TestClient, parts: tuple) -> None:
+    r = upload(client, "bee4750_syllabus.docx", options=json.dumps({"card_types": ["basic", "cloze"]}))
+    assert r.status_code == 202, r.text  # type: ignore[attr-defined]
+    body = r.json()  # type: ignore[attr-defined]
+    assert r.headers["location"].endswith(body["document_id"])  # type: ignore[attr-defined]
+    ((topic, event),) = parts[1].sent
+    assert topic == topics.UPLOADED.name and isinstance(event, DocumentUploaded)
+    assert (event.kind, event.filename, event.card_types) == (
+        "docx",
+        "bee4750_syllabus.docx",
+        ["basic", "cloze"],
+    )
+    assert event.blob_uri.startswith("blob://") and len(event.sha256) == 64
+    assert client.get(f"/v1/documents/{body['document_id']}", headers=AUTH).json()["status"] == "queued"
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "status"),
+    [
+        ("empty.pdf", b"", 400),
+        ("notes.pptx", b"\x00\x01 not a zip at all", 415),
+        ("big.txt", b"word " * 50_000, 413),
+    ],
+)
+def test_bad_uploads_are_problems_and_publish_nothing(
+    client: TestClient, parts: tuple, name: str, data: bytes, status: int
+) -> None:
+    r = upload(client, name, data)
+    assert r.status_code == status  # type: ignore[attr-defined]
+    assert r.headers["content-type"] == "application/problem+json"  # type: ignore[attr-defined]
+    assert r.json()["status"] == status and r.json()["detail"]  # type: ignore[attr-defined]
+    assert parts[1].sent == []
+    assert list((parts[0].blob_dir / "sha256").rglob("*")) == [] or all(
+        p.is_dir() for p in (parts[0].blob_dir / "sha256").rglob("*")
+    )
+
+
+def test_invalid_options_are_422(client: TestClient, parts: tuple) -> None:
+    r = upload(client, "bee4750_syllabus.docx", options='{"card_types": ["essay"]}')
+    assert r.status_code == 422  # type: ignore[attr-defined]
+    assert "options" in r.json()["detail"]  # type: ignore[attr-defined]
+    assert parts[1].sent == []
+
+
+def test_missing_file_is_a_422_problem(client: TestClient) -> None:
+    r = client.post("/v1/documents", headers=AUTH)
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_every_v1_route_needs_the_token(client: TestClient) -> None:
+    for method, path in [
+        ("get", "/v1/documents"),
+        ("get", "/v1/documents/x"),
+        ("get", "/v1/decks/x"),
+        ("post", "/v1/documents/x/cancel"),
+        ("get", "/v1/documents/x/events"),
+    ]:
+        r = getattr(client, method)(path)
+        assert r.status_code == 401, path
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/").status_code == 200 and "deckstream" in client.get("/").text
+
+
+def test_status_follows_the_hub_and_sse_replays_to_done(
+    client: TestClient, parts: tuple, tmp_path: Path
+) -> None:
+    settings, _, hub = parts
+    hub.feed(progress("d1", status="queued", pages_done=0, chunks_done=0, cards=0, progress=0.0))
+    card = Card(
+        "c1", "basic", "What is a test?", "A check.", "f.pdf", 2, "ii", ("Intro",), 0, "cards-chat-v1"
+    )
+    hub.feed(progress("d1", kind="card", new_cards=[card]))
+    hub.feed(progress("d1", kind="done", status="completed", chunks_done=2, progress=1.0))
+    store_chunk_cards(LocalBlobStoreFor(settings), "d1", 1, 0, [card])
+    status = client.get("/v1/documents/d1", headers=AUTH).json()
+    assert (status["status"], status["chunks_done"], status["progress"]) == ("completed", 2, 1.0)
+
+    with client.stream("GET", "/v1/documents/d1/events", headers=AUTH) as r:
+        text = "".join(r.iter_text())
+    names = [line[7:] for line in text.splitlines() if line.startswith("event: ")]
+    ids = [line[4:] for line in text.splitlines() if line.startswith("id: ")]
+    assert names == ["progress", "progress", "card", "progress", "done"]
+    assert ids == ["0-0-0", "0-1-0", "0-1-1", "0-2-0", "0-2-1"]
+
+    with client.stream("GET", "/v1/documents/d1/events", headers={**AUTH, "Last-Event-ID": "0-1-1"}) as r:
+        resumed = [line[4:] for line in "".join(r.iter_text()).splitlines() if line.startswith("id: ")]
+    assert resumed == ["0-2-0", "0-2-1"]
+
+    deck = client.get("/v1/decks/d1", headers=AUTH).json()
+    assert deck["complete"] is False  # no DeckAssembled yet: the cards so far
+    assert [c["source"] for c in deck["cards"]] == [
+        {"file": "f.pdf", "page": 2, "page_label": "ii", "section": ["Intro"]}
+    ]
+    csv = client.get("/v1/decks/d1?format=csv", headers=AUTH)
+    assert csv.headers["content-type"].startswith("text/csv") and "What is a test?" in csv.text
+
+
+def LocalBlobStoreFor(settings: Settings):
+    from services.blobs import LocalBlobStore
+
+    return LocalBlobStore(settings.blob_dir)
+
+
+def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tuple) -> None:
+    settings, _, hub = parts
+    from services.decks import store_deck
+
+    card = Card("c9", "cloze", "{{c1::Kafka}} keeps the log.", "Kafka", "f.pdf", 1, "1", (), 0, "v1")
+    uri = store_deck(LocalBlobStoreFor(settings), "d2", 1, "partial", [card])
+    hub.feed(progress("d2", kind="done", status="partial", chunks_failed=1))
+    hub.feed(
+        DeckAssembled(
+            tenant_id="default",
+            document_id="d2",
+            generation=1,
+            status="partial",
+            deck_uri=uri,
+            cards=1,
+            chunks_total=2,
+            chunks_failed=1,
+            failures=[{"chunk_index": 1, "reason": "LLM timed out"}],
+        ),  # type: ignore[list-item]
+        topic=topics.DECKS.name,
+    )
+    deck = client.get("/v1/decks/d2", headers=AUTH).json()
+    assert deck["complete"] is True and deck["cards"][0]["type"] == "cloze"
+    assert deck["failures"] == [{"chunk_index": 1, "reason": "LLM timed out"}]
+    assert client.get("/v1/documents/d2", headers=AUTH).json()["failures"][0]["reason"] == "LLM timed out"
+
+
+def test_cancel_publishes_a_command_and_refuses_finished_documents(client: TestClient, parts: tuple) -> None:
+    _, publisher, hub = parts
+    hub.feed(progress("d3"))
+    assert client.post("/v1/documents/d3/cancel", headers=AUTH).status_code == 202
+    ((topic, event),) = publisher.sent
+    assert topic == topics.CONTROL.name and isinstance(event, CancelDocument) and event.document_id == "d3"
+    hub.feed(progress("d3", kind="done", status="cancelled"))
+    assert client.post("/v1/documents/d3/cancel", headers=AUTH).status_code == 409
+    assert client.post("/v1/documents/d3/retry", headers=AUTH).status_code == 409
+
+
+def test_unknown_documents_are_404_and_bad_event_ids_400(client: TestClient, parts: tuple) -> None:
+    assert client.get("/v1/documents/nope", headers=AUTH).status_code == 404
+    assert client.get("/v1/decks/nope", headers=AUTH).status_code == 404
+    parts[2].feed(progress("d4"))
+    r = client.get("/v1/documents/d4/events", headers={**AUTH, "Last-Event-ID": "garbage"})
+    assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"

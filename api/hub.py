@@ -51,7 +51,10 @@ class ProgressHub:
         self.error: str | None = None
 
     async def start(self) -> None:
+        # Subscribed without a group: aiokafka assigns every partition, no rebalances, no commits.
         self._consumer = AIOKafkaConsumer(
+            topics.PROGRESS.name,
+            topics.DECKS.name,
             bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -59,14 +62,18 @@ class ProgressHub:
             max_poll_records=500,
         )
         await self._consumer.start()
-        tps = [
-            TopicPartition(name, p)
-            for name in (topics.PROGRESS.name, topics.DECKS.name)
-            for p in sorted(self._consumer.partitions_for_topic(name) or ())
-        ]
-        self._consumer.assign(tps)
-        await self._consumer.seek_to_beginning(*tps)
-        self._targets = {tp: off for tp, off in (await self._consumer.end_offsets(tps)).items() if off > 0}
+        try:
+            tps = list(self._consumer.assignment())
+            if not tps:
+                raise RuntimeError(
+                    f"topics {topics.PROGRESS.name}, {topics.DECKS.name} not found on {self.bootstrap}"
+                )
+            ends = await self._consumer.end_offsets(tps)
+            self._targets = {tp: off for tp, off in ends.items() if off > 0}
+        except BaseException:
+            await self._consumer.stop()
+            self._consumer = None
+            raise
         if not self._targets:
             self._caught_up.set()
         self._task = asyncio.create_task(self._run(), name="progress-hub")

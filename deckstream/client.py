@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,13 +51,22 @@ class DeckstreamClient:
     def deck(self, document_id: str, fmt: str = "json") -> httpx.Response:
         return self.http.get(f"/v1/decks/{document_id}", params={"format": fmt})
 
-    def events(self, document_id: str, last_event_id: str | None = None) -> Iterator[SSEEvent]:
-        """Follow a document's SSE stream until the server ends it (after `done`)."""
+    def events(
+        self, document_id: str, last_event_id: str | None = None, timeout_s: float | None = None
+    ) -> Iterator[SSEEvent]:
+        """Follow a document's SSE stream until the server ends it (after `done`).
+
+        With timeout_s, raises TimeoutError once that long has passed (checked on every line,
+        keep-alive pings included, so a silent stream cannot hang the caller).
+        """
+        deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
         with self.http.stream("GET", f"/v1/documents/{document_id}/events", headers=headers) as r:
             r.raise_for_status()
             event, data, eid = "message", [], None
             for line in r.iter_lines():
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"the event stream of {document_id} did not end within {timeout_s} s")
                 if line == "":
                     if data:
                         yield SSEEvent(event, json.loads("\n".join(data)), eid)

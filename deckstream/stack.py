@@ -54,7 +54,7 @@ class Stack:
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deckstream", *args],
+            [sys.executable, "-m", "deckstream", *args, "--parent", str(os.getpid())],
             env=settings_env(self.settings),
             stdin=subprocess.DEVNULL,
             stdout=log,

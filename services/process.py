@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -137,3 +138,22 @@ def wait_until(
         if remaining <= 0:
             raise TimeoutError(f"timed out after {timeout_s:g}s waiting for {what}")
         time.sleep(min(interval, remaining))
+
+
+def exit_when_orphaned(parent_pid: int, grace_s: float = 10.0, interval: float = 0.5) -> threading.Thread:
+    """Watch from a daemon thread: once ``parent_pid`` is gone, give the process ``grace_s``
+    to shut down by itself (PR_SET_PDEATHSIG sent it SIGTERM), then end it with ``os._exit``.
+
+    A graceful shutdown can hang when its peers are gone too (a Faust worker committing to a
+    broker that died with the same parent); this guarantees no orphan outlives its parent.
+    """
+
+    def watch() -> None:
+        while pid_alive(parent_pid) and os.getppid() == parent_pid:
+            time.sleep(interval)
+        time.sleep(grace_s)
+        os._exit(3)
+
+    thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
+    thread.start()
+    return thread

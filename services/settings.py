@@ -46,7 +46,13 @@ class LLMSettings(BaseModel):
     per_document_in_flight: int = Field(0, ge=0, description="0: no cap per document")
     timeout_s: float = Field(120.0, gt=0)
     connect_timeout_s: float = Field(5.0, gt=0)
-    max_attempts: int = Field(3, ge=1)
+    max_attempts: int = Field(3, ge=1, description="LLM calls per chunk within one round")
+    retry_rounds: int = Field(4, ge=1, description="rounds through the retry topic before a chunk fails")
+    retry_delay_s: float = Field(5.0, ge=0, description="delay before round n is retry_delay_s * 2**(n-1)")
+    breaker_threshold: int = Field(
+        5, ge=1, description="consecutive unavailable answers that open the breaker"
+    )
+    breaker_cooldown_s: float = Field(15.0, gt=0)
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 30.0
     max_tokens: int = 768
@@ -59,13 +65,17 @@ class LLMSettings(BaseModel):
 
 class CardSettings(BaseModel):
     types: list[Literal["basic", "cloze"]] = ["basic"]
-    per_chunk: int = Field(4, ge=1, le=20)
+    per_chunk: int = Field(4, ge=1, le=20, description="the most cards asked of one chunk")
+    per_1000_words: float = Field(15.0, gt=0, description="target density, so coverage scales with length")
     prompt_version: str = "v1"
 
 
 class ChunkSettings(BaseModel):
     max_tokens: int = Field(350, ge=32)
     overlap_tokens: int = Field(40, ge=0)
+    # Documents up to this many pages (or bytes, when pages are unknown) take the interactive lane.
+    interactive_max_pages: int = 40
+    interactive_max_bytes: int = 256 * 1024
 
 
 class LimitSettings(BaseModel):

@@ -40,6 +40,21 @@ CHUNKS = TopicSpec(
     "ChunkCreated: token-bounded chunks with page span, overlap and content hash.",
     {"retention.ms": str(WEEK_MS)},
 )
+CHUNKS_INTERACTIVE = TopicSpec(
+    "documents.chunks.interactive",
+    "ChunkCreated of small documents and user retries: a lane no big book can block.",
+    {"retention.ms": str(WEEK_MS)},
+)
+CHUNKS_RETRY = TopicSpec(
+    "documents.chunks.retry",
+    "ChunkCreated to try again after a delay (the LLM was unavailable); attempt counts rounds.",
+    {"retention.ms": str(WEEK_MS)},
+)
+DLQ = TopicSpec(
+    "chunks.dlq",
+    "ChunkFailed dead letters: the chunk, the reason and the attempts, for inspection and replay.",
+    {"retention.ms": "-1"},
+)
 CARDS = TopicSpec(
     "chunks.cards",
     "ChunksPlanned (the manifest), CardsGenerated or ChunkFailed per chunk.",
@@ -61,4 +76,15 @@ CONTROL = TopicSpec(
     {"retention.ms": str(WEEK_MS)},
 )
 
-ALL: tuple[TopicSpec, ...] = (UPLOADED, PAGES, CHUNKS, CARDS, DECKS, PROGRESS, CONTROL)
+ALL: tuple[TopicSpec, ...] = (
+    UPLOADED,
+    PAGES,
+    CHUNKS,
+    CHUNKS_INTERACTIVE,
+    CHUNKS_RETRY,
+    CARDS,
+    DLQ,
+    DECKS,
+    PROGRESS,
+    CONTROL,
+)

@@ -131,7 +131,11 @@ def _finish(st: DocumentState, out: Outcome) -> None:
 def track(state: DocumentState | None, event: Event) -> Outcome:
     if isinstance(event, DocumentUploaded):
         if state is not None and state.generation == event.generation:
-            return Outcome(state)  # redelivered upload
+            if state.filename:
+                return Outcome(state)  # redelivered upload
+            # Other facts overtook the upload (they travel on other topics): fill in what it knows.
+            st = state.model_copy(update={"filename": event.filename, "created_at": event.occurred_at})
+            return Outcome(st, [_snapshot(st, "progress")])
         st = DocumentState(
             tenant_id=event.tenant_id,
             document_id=event.document_id,

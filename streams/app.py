@@ -33,7 +33,6 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         processing_guarantee="at_least_once",
         topic_partitions=partitions,
         topic_replication_factor=settings.kafka.replication,
-        topic_allow_declare=False,  # topics come from services.topics, created by the launcher
         table_standby_replicas=0,
         stream_buffer_maxsize=32,  # don't prefetch thousands of LLM jobs (strands them on rebalance)
         broker_max_poll_records=50,
@@ -58,17 +57,17 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         )
 
     res = PipelineResources(settings, bootstrap)
-    extract.register(
-        app, res, topic(topics.UPLOADED), topic(topics.PAGES), topic(topics.CHUNKS), topic(topics.CARDS)
-    )
-    generate.register(app, res, topic(topics.CHUNKS), topic(topics.CARDS))
+    chunks, interactive = topic(topics.CHUNKS), topic(topics.CHUNKS_INTERACTIVE)
+    cards = topic(topics.CARDS)
+    extract.register(app, res, topic(topics.UPLOADED), topic(topics.PAGES), chunks, interactive, cards)
+    generate.register(app, res, chunks, interactive, topic(topics.CHUNKS_RETRY), cards, topic(topics.DLQ))
     track.register(
         app,
         res,
         topic(topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL),
         topic(topics.PROGRESS),
         topic(topics.DECKS),
-        topic(topics.CHUNKS),
+        interactive,
         partitions,
     )
     return app, res

@@ -15,6 +15,7 @@ from services.blobs import BlobStore, LocalBlobStore
 from services.breaker import CircuitBreaker
 from services.events import CancelDocument, decode
 from services.llm import LLMClient, Profile, build_llm_client, detect_profile
+from services.scheduler import InflightScheduler
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -31,7 +32,9 @@ class PipelineResources(faust.Service):
         self.http: httpx.AsyncClient | None = None
         self.llm: LLMClient | None = None
         self.profile: Profile = "chat"
-        self.breaker = CircuitBreaker()
+        cfg = settings.llm
+        self.breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown_s)
+        self.scheduler = InflightScheduler(cfg.max_in_flight, cfg.per_document_in_flight)
         self.cancelled: set[tuple[str, int]] = set()
         self._control: AIOKafkaConsumer | None = None
         self._ready: asyncio.Event | None = None

@@ -67,11 +67,11 @@ def stack_settings(home: Path, bootstrap: str, llm_url: str, **overrides: object
             "url": llm_url,
             "model": "gemma3-270m",
             "max_in_flight": 2,
-            "max_tokens": 160,
+            "max_tokens": 120,
             "timeout_s": 60,
         },
-        "chunks": {"max_tokens": 300},
-        "api": {"port": 0, "token": TOKEN},
+        "chunks": {"max_tokens": 500},
+        "api": {"port": 0, "token": TOKEN, "sse_ping_s": 1},
         "limits": {"max_upload_bytes": 3 * 1024 * 1024, "extract_timeout_s": 120},
     }
     values.update(overrides)

@@ -1,4 +1,4 @@
-"""documents.uploaded ──► documents.pages (the page ledger) and documents.chunks.
+"""documents.uploaded ──► documents.pages (the page ledger) and documents.chunks(.interactive).
 
 Extraction runs in a sandboxed subprocess (services.extraction) and streams pages; each page
 is published as it arrives and fed to the chunker, so the first chunk reaches the LLM while the
@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import faust
 import structlog
-from services.chunking import Chunker
 
+from services.chunking import Chunker
 from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
 from services.errors import InputRejected
 from services.events import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
@@ -55,7 +55,13 @@ def _chunk_event(up: DocumentUploaded, chunk: Chunk) -> ChunkCreated:
 
 
 def register(
-    app: faust.App, res: PipelineResources, uploads: Any, pages: Any, chunks: Any, cards: Any
+    app: faust.App,
+    res: PipelineResources,
+    uploads: Any,
+    pages: Any,
+    chunks: Any,
+    interactive: Any,
+    cards: Any,
 ) -> Any:
     settings = res.settings
 
@@ -72,11 +78,12 @@ def register(
         chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)
         pages_total: int | None = None
         seen = n_chunks = 0
+        lane = interactive if up.size <= settings.chunks.interactive_max_bytes else chunks
 
         async def emit(new: list[Chunk]) -> None:
             nonlocal n_chunks
             for chunk in new:
-                await chunks.send(key=up.document_id, value=_chunk_event(up, chunk))
+                await lane.send(key=up.document_id, value=_chunk_event(up, chunk))
                 n_chunks += 1
 
         try:
@@ -88,6 +95,9 @@ def register(
                     return
                 if isinstance(item, DocumentOpened):
                     pages_total = item.pages_total
+                    if pages_total is not None:  # small documents take the interactive lane
+                        small = pages_total <= settings.chunks.interactive_max_pages
+                        lane = interactive if small else chunks
                 elif isinstance(item, Page):
                     seen += 1
                     await pages.send(

@@ -1,107 +1,177 @@
-"""documents.chunks ──► chunks.cards: one LLM call (with retries) per chunk.
+"""documents.chunks(.interactive) ──► chunks.cards: one LLM call (with retries) per chunk.
 
-Every chunk ends as CardsGenerated or ChunkFailed with the reason; nothing is dropped silently.
-`concurrency` actors keep that many requests in flight (sized to the LLM server's slots). The
-cards are also stored per chunk in the blob store, where the deck is assembled from.
+Two lanes share one bounded in-flight scheduler sized to the LLM server: the interactive lane
+(small documents, user retries) is served first, so a small upload never queues behind a
+500-page book; a per-document cap can spread slots further. A chunk ends as CardsGenerated or
+ChunkFailed (also sent to the dead-letter topic) with the reason; nothing is dropped silently.
+While the LLM is unavailable the circuit breaker holds calls back (documents wait, they do not
+fail), and a chunk whose round of attempts failed goes through the retry topic with a growing
+delay, up to `retry_rounds` rounds. Results are cached by chunk content, model and prompt.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import faust
 import structlog
 
+from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.decks import store_chunk_cards
-from services.domain import Chunk
-from services.errors import DeckstreamError
-from services.events import CardsGenerated, ChunkCreated, ChunkFailed
+from services.domain import Card, Chunk
+from services.errors import DeckstreamError, RetryableError
+from services.events import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
 from services.generation import generate_cards
 from services.prompting import prompt_version
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
+INTERACTIVE, BULK = 1, 0
 
 
-def register(app: faust.App, res: PipelineResources, chunks: Any, cards: Any) -> Any:
+def register(
+    app: faust.App, res: PipelineResources, bulk: Any, interactive: Any, retry: Any, cards: Any, dlq: Any
+) -> tuple[Any, Any, Any]:
     cfg = res.settings.llm
 
-    @app.agent(chunks, concurrency=cfg.max_in_flight)
-    async def generate(stream: Any) -> None:
+    @app.agent(interactive, concurrency=cfg.max_in_flight)
+    async def generate_interactive(stream: Any) -> None:
         await res.wait_ready()
         async for ev in stream:
             if isinstance(ev, ChunkCreated):
-                await generate_one(ev)
+                await generate_one(ev, INTERACTIVE)
 
-    async def generate_one(ev: ChunkCreated) -> None:
+    @app.agent(bulk, concurrency=cfg.max_in_flight)
+    async def generate_bulk(stream: Any) -> None:
+        await res.wait_ready()
+        async for ev in stream:
+            if isinstance(ev, ChunkCreated):
+                await generate_one(ev, BULK)
+
+    @app.agent(retry)
+    async def retry_later(stream: Any) -> None:
+        # Rounds are delayed in order of arrival, so a sequential wait per partition is fair.
+        async for ev in stream:
+            if not isinstance(ev, ChunkCreated) or res.is_cancelled(ev.document_id, ev.generation):
+                continue
+            due = ev.occurred_at / 1000 + cfg.retry_delay_s * 2 ** (ev.attempt - 1)
+            await asyncio.sleep(max(0.0, due - time.time()))
+            await bulk.send(key=ev.document_id, value=ev)
+
+    async def generate_one(ev: ChunkCreated, priority: int) -> None:
         if res.is_cancelled(ev.document_id, ev.generation):
+            return
+        bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index, attempt=ev.attempt)
+        chunk = Chunk(index=ev.chunk_index, segments=tuple(ev.segments), tokens=ev.tokens)
+        per_chunk = cards_for_chunk(
+            len(chunk.text.split()), res.settings.cards.per_1000_words, ev.cards_per_chunk
+        )
+        version = prompt_version(res.profile, res.settings.cards.prompt_version)
+        key = cache_key(
+            chunk,
+            model=cfg.model,
+            prompt_version=version,
+            profile=res.profile,
+            card_types=ev.card_types,
+            per_chunk=per_chunk,
+        )
+        started = time.monotonic()
+        cached = await asyncio.to_thread(
+            load_cached,
+            res.blobs,
+            key,
+            document_id=ev.document_id,
+            generation=ev.generation,
+            chunk_index=ev.chunk_index,
+            filename=ev.filename,
+        )
+        if cached is not None:
+            await done(ev, cached, dropped=0, attempts=0, version=version, started=started)
             return
         llm = res.llm
         assert llm is not None
-        bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index)
-        chunk = Chunk(index=ev.chunk_index, segments=tuple(ev.segments), tokens=ev.tokens)
-        started = time.monotonic()
         try:
-            result = await res.breaker.call(
-                lambda: generate_cards(
-                    chunk,
-                    llm=llm,
-                    profile=res.profile,
-                    document_id=ev.document_id,
-                    generation=ev.generation,
-                    filename=ev.filename,
-                    card_types=ev.card_types,
-                    per_chunk=ev.cards_per_chunk,
-                    max_attempts=cfg.max_attempts,
-                    backoff_base_s=cfg.backoff_base_s,
-                    backoff_cap_s=cfg.backoff_cap_s,
-                    prompt_version=res.settings.cards.prompt_version,
-                    max_tokens=cfg.max_tokens,
-                    temperature=cfg.temperature,
+            async with res.scheduler.slot(ev.document_id, priority):
+                if res.is_cancelled(ev.document_id, ev.generation):
+                    return
+                result = await res.breaker.call(
+                    lambda: generate_cards(
+                        chunk,
+                        llm=llm,
+                        profile=res.profile,
+                        document_id=ev.document_id,
+                        generation=ev.generation,
+                        filename=ev.filename,
+                        card_types=ev.card_types,
+                        per_chunk=per_chunk,
+                        max_attempts=cfg.max_attempts,
+                        backoff_base_s=cfg.backoff_base_s,
+                        backoff_cap_s=cfg.backoff_cap_s,
+                        prompt_version=res.settings.cards.prompt_version,
+                        max_tokens=cfg.max_tokens,
+                        temperature=cfg.temperature,
+                    )
                 )
-            )
+        except RetryableError as exc:
+            if ev.attempt + 1 < cfg.retry_rounds:
+                bound.info("chunk deferred", reason=exc.reason)
+                await retry.send(
+                    key=ev.document_id,
+                    value=ev.model_copy(update={"attempt": ev.attempt + 1, "occurred_at": now_ms()}),
+                )
+                return
+            await failed(ev, exc.reason, exc.code, bound)
+            return
         except DeckstreamError as exc:
-            bound.warning("chunk failed", reason=exc.reason)
-            await cards.send(
-                key=ev.document_id,
-                value=ChunkFailed(
-                    **ev.ids(),
-                    chunk_index=ev.chunk_index,
-                    reason=exc.reason,
-                    code=exc.code,
-                    attempts=cfg.max_attempts,
-                    chunk=ev,
-                ),
-            )
+            await failed(ev, exc.reason, exc.code, bound)
             return
         except Exception as exc:  # a bug must fail the chunk, not the worker
             bound.exception("chunk crashed")
-            await cards.send(
-                key=ev.document_id,
-                value=ChunkFailed(
-                    **ev.ids(),
-                    chunk_index=ev.chunk_index,
-                    reason=f"internal error: {type(exc).__name__}: {exc}",
-                    code="internal",
-                    attempts=1,
-                    chunk=ev,
-                ),
-            )
+            await failed(ev, f"internal error: {type(exc).__name__}: {exc}", "internal", bound)
             return
-        store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
+        await asyncio.to_thread(store_cached, res.blobs, key, result.cards)
+        await done(
+            ev,
+            result.cards,
+            dropped=len(result.dropped),
+            attempts=result.attempts,
+            version=version,
+            started=started,
+        )
+
+    async def done(
+        ev: ChunkCreated, made: list[Card], *, dropped: int, attempts: int, version: str, started: float
+    ) -> None:
+        await asyncio.to_thread(
+            store_chunk_cards, res.blobs, ev.document_id, ev.generation, ev.chunk_index, made
+        )
         await cards.send(
             key=ev.document_id,
             value=CardsGenerated(
                 **ev.ids(),
                 chunk_index=ev.chunk_index,
-                cards=result.cards,
-                dropped=len(result.dropped),
-                attempts=result.attempts,
+                cards=made,
+                dropped=dropped,
+                attempts=attempts,
                 model=cfg.model,
-                prompt_version=prompt_version(res.profile, res.settings.cards.prompt_version),
+                prompt_version=version,
                 elapsed_ms=int((time.monotonic() - started) * 1000),
             ),
         )
 
-    return generate
+    async def failed(ev: ChunkCreated, reason: str, code: str, bound: Any) -> None:
+        bound.warning("chunk failed", reason=reason)
+        event = ChunkFailed(
+            **ev.ids(),
+            chunk_index=ev.chunk_index,
+            reason=reason,
+            code=code,
+            attempts=ev.attempt + 1,
+            chunk=ev,
+        )
+        await dlq.send(key=ev.document_id, value=event)
+        await cards.send(key=ev.document_id, value=event)
+
+    return generate_interactive, generate_bulk, retry_later

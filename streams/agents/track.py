@@ -13,6 +13,7 @@ import faust
 import structlog
 
 from services.decks import collect_cards, store_deck
+from services.dedup import drop_near_duplicates
 from services.events import DeckAssembled, Event
 from services.tracking import DocumentState, Outcome, track
 from streams.resources import PipelineResources
@@ -29,7 +30,7 @@ def register(
     chunks: Any,
     partitions: int,
 ) -> Any:
-    table = app.Table("documents", default=None, partitions=partitions, value_serializer="raw")
+    table = app.Table("documents", default=None, partitions=partitions, key_type=str, value_type=bytes)
 
     @app.agent(facts)
     async def track_documents(stream: Any) -> None:
@@ -51,6 +52,7 @@ def register(
         if out.deck is not None and out.state is not None:
             st = out.state
             cards = await asyncio.to_thread(collect_cards, res.blobs, st.document_id, st.generation)
+            cards = await asyncio.to_thread(drop_near_duplicates, cards)
             uri = await asyncio.to_thread(
                 store_deck, res.blobs, st.document_id, st.generation, out.deck.status, cards
             )

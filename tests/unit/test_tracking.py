@@ -210,3 +210,9 @@ def test_redelivery_and_reordering_never_change_the_outcome(dups: list[int], rnd
     assert state is not None and state.status == "completed"
     assert state.cards == 6 and len(state.pages) == 3
     assert sum(o.deck is not None for o in outs) == 1, "a deck is assembled exactly once"
+
+
+def test_an_upload_overtaken_by_other_facts_still_names_the_document() -> None:
+    state, outs = run([page(1, 1), upload(), ExtractionEnded(**IDS, status="ok", pages_total=1)])
+    assert state is not None and state.filename == "book.pdf" and state.pages == [1]
+    assert outs[-1].progress[-1].filename == "book.pdf"

@@ -1,0 +1,59 @@
+"""A result cache for generated cards: a re-upload or a retry never pays twice for a chunk.
+
+Keyed by what determines the answer: the chunk's text and page layout, the model, the prompt
+version and profile, and the card options. Entries live in the blob store and hold the cards
+without document-specific fields; a hit re-stamps file, ids and chunk index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Sequence
+
+from services.blobs import BlobStore
+from services.decks import card_from_json, card_to_json
+from services.domain import Card, Chunk, card_id
+
+
+def cache_key(
+    chunk: Chunk, *, model: str, prompt_version: str, profile: str, card_types: Sequence[str], per_chunk: int
+) -> str:
+    layout = [(s.page, s.label, list(s.section)) for s in chunk.segments]
+    raw = json.dumps(
+        [chunk.content_hash, layout, model, prompt_version, profile, sorted(card_types), per_chunk]
+    )
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _uri_key(key: str) -> str:
+    return f"cache/cards/{key[:2]}/{key}.json"
+
+
+def store_cached(blobs: BlobStore, key: str, cards: Sequence[Card]) -> None:
+    blobs.put_json(_uri_key(key), [card_to_json(c) for c in cards])
+
+
+def load_cached(
+    blobs: BlobStore, key: str, *, document_id: str, generation: int, chunk_index: int, filename: str
+) -> list[Card] | None:
+    """The cached cards re-stamped for this document, or None on a miss."""
+    path = blobs.path("blob://" + _uri_key(key))
+    if not path.exists():
+        return None
+    cards = [card_from_json(c) for c in blobs.get_json("blob://" + _uri_key(key))]
+    return [
+        dataclasses.replace(
+            c,
+            card_id=card_id(document_id, generation, chunk_index, i),
+            file=filename,
+            chunk_index=chunk_index,
+        )
+        for i, c in enumerate(cards)
+    ]
+
+
+def cards_for_chunk(words: int, per_1000_words: float, cap: int) -> int:
+    """How many cards to ask of a chunk: density × length, at least 1, at most the cap."""
+    return max(1, min(cap, round(words * per_1000_words / 1000)))

@@ -1,0 +1,75 @@
+"""Card cache, density, cross-chunk dedup and deck assembly: what a user's deck ends up holding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.blobs import LocalBlobStore
+from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
+from services.decks import collect_cards, load_deck, store_chunk_cards, store_deck
+from services.dedup import drop_near_duplicates
+from services.domain import Card, Chunk, Segment
+
+
+def card(front: str, back: str = "an answer", chunk: int = 0, cid: str = "c") -> Card:
+    return Card(cid, "basic", front, back, "book.pdf", 3, "iii", ("Ch 1",), chunk, "cards-chat-v1")
+
+
+def chunk(text: str = "Photosynthesis makes glucose.", page: int = 3) -> Chunk:
+    return Chunk(0, (Segment(page, str(page), ("Ch 1",), text),), 4)
+
+
+def test_cache_hit_restamps_document_fields(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    key = cache_key(chunk(), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3)
+    assert load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf") is None
+    store_cached(blobs, key, [card("What is made?"), card("Where?")])
+    hit = load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf")
+    assert hit is not None and [c.front for c in hit] == ["What is made?", "Where?"]
+    assert {c.file for c in hit} == {"copy.pdf"} and {c.chunk_index for c in hit} == {7}
+    assert len({c.card_id for c in hit}) == 2 and hit[0].page == 3
+
+
+def test_cache_key_changes_with_text_model_prompt_or_options() -> None:
+    base = {"model": "m", "prompt_version": "v1", "profile": "chat", "card_types": ["basic"], "per_chunk": 3}
+    key = cache_key(chunk(), **base)  # type: ignore[arg-type]
+    assert key == cache_key(chunk(), **base)  # type: ignore[arg-type]
+    variants = [
+        cache_key(chunk("Other text."), **base),  # type: ignore[arg-type]
+        cache_key(chunk(page=4), **base),  # type: ignore[arg-type]
+        cache_key(chunk(), **{**base, "model": "m2"}),  # type: ignore[arg-type]
+        cache_key(chunk(), **{**base, "prompt_version": "v2"}),  # type: ignore[arg-type]
+        cache_key(chunk(), **{**base, "card_types": ["basic", "cloze"]}),  # type: ignore[arg-type]
+        cache_key(chunk(), **{**base, "per_chunk": 4}),  # type: ignore[arg-type]
+    ]
+    assert key not in variants and len(set(variants)) == len(variants)
+
+
+def test_card_count_scales_with_length_within_bounds() -> None:
+    assert cards_for_chunk(100, 15, 8) == 2
+    assert cards_for_chunk(300, 15, 8) == 4
+    assert cards_for_chunk(2000, 15, 8) == 8  # capped
+    assert cards_for_chunk(5, 15, 8) == 1  # never zero
+
+
+def test_near_duplicate_questions_across_chunks_are_dropped() -> None:
+    cards = [
+        card("What is photosynthesis?", "The process plants use to make glucose from light.", 0),
+        card("Define photosynthesis.", "The process by which plants make glucose using light.", 1),
+        card("What is the capital of France?", "Paris", 2),
+        card("What is the capital of Germany?", "Berlin", 3),
+    ]
+    kept = drop_near_duplicates(cards)
+    assert [c.chunk_index for c in kept] == [0, 2, 3]
+
+
+def test_deck_is_the_union_of_chunk_cards_in_order_without_exact_repeats(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    store_chunk_cards(blobs, "d", 1, 1, [card("Why is the sky blue?", cid="b"), card("What is Kafka?", cid="c")])
+    store_chunk_cards(blobs, "d", 1, 0, [card("What is a log?", cid="a")])
+    store_chunk_cards(blobs, "d", 1, 1, [card("Why is the sky blue?", cid="b"), card("what is  kafka", cid="c")])
+    store_chunk_cards(blobs, "d", 2, 0, [card("Another generation?", cid="z")])
+    cards = collect_cards(blobs, "d", 1)
+    assert [c.card_id for c in cards] == ["a", "b", "c"]  # redelivery overwrote chunk 1; gen 2 apart
+    uri = store_deck(blobs, "d", 1, "completed", cards)
+    assert load_deck(blobs, uri) == cards

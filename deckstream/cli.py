@@ -24,16 +24,11 @@ console = Console(stderr=True)
 
 
 def _mount() -> None:
-    from deckstream import kafka_cli, llm_cli
+    from deckstream import extract_cli, kafka_cli, llm_cli
 
     app.add_typer(kafka_cli.app, name="kafka", help="Run the local single-node Kafka broker.")
     app.add_typer(llm_cli.app, name="llm", help="Run the local llama.cpp server or the LLM simulator.")
-    try:  # TEMP-DEV
-        from deckstream import extract_cli
-
-        extract_cli.register(app)
-    except ImportError:  # TEMP-DEV
-        pass
+    extract_cli.register(app)
 
 
 @app.command()

@@ -22,7 +22,7 @@ class DocumentOpened:
     """First thing extraction reports: what the file is and how many pages it has."""
 
     kind: FileKind
-    pages_total: int | None  # None where the format has no fixed pages until read (TXT)
+    pages_total: int | None  # estimated for DOCX and text; None if unknown until read
     title: str | None = None
 
 
@@ -35,7 +35,7 @@ class Page:
     section: tuple[str, ...]  # heading path, outermost first
     text: str
     method: PageMethod
-    reason: str | None = None  # why the page yielded nothing (blank, image-only, unreadable)
+    reason: str | None = None  # why a page yielded nothing (blank, image-only, unreadable) or was cut
     tokens: int = 0
 
     @property

@@ -114,7 +114,7 @@ async def upload(
     try:
         if size == 0:
             raise EmptyFile("the file is empty")
-        kind = await asyncio.to_thread(check_upload, state.blobs.path(uri), limits)
+        kind = await asyncio.to_thread(check_upload, state.blobs.path(uri), limits, filename=file.filename)
     except InputRejected:
         await asyncio.to_thread(state.blobs.delete, uri)
         raise

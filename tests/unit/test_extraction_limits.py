@@ -1,0 +1,296 @@
+"""Limits and isolation: hostile files are refused or contained, and the caller keeps going."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import docx
+import pymupdf
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from deckstream.extract_cli import register
+from services.domain import DocumentOpened, ExtractionEnded, Page
+from services.errors import CorruptFile, FileTooLarge, PasswordProtected
+from services.extraction import check_upload, extract, extract_isolated, isolated
+from services.extraction import pdf as pdf_reader
+from services.settings import LimitSettings
+
+CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
+BOMB = CORPUS / "pdfjs_bomb_giant.pdf"
+
+
+def _docx(path: Path, extra: dict[str, bytes] | None = None, *, compress: int = zipfile.ZIP_DEFLATED) -> Path:
+    document = docx.Document()
+    document.add_paragraph("Glycolysis splits glucose into two pyruvate molecules.")
+    document.save(str(path))
+    if extra:
+        with zipfile.ZipFile(path, "a", compression=compress) as z:
+            for name, data in extra.items():
+                z.writestr(name, data)
+    return path
+
+
+def _pdf(path: Path, pages: int = 3, text: str = "Osmosis moves water across membranes.") -> Path:
+    doc = pymupdf.open()
+    for n in range(pages):
+        doc.new_page().insert_text((72, 100), f"{text} Page {n + 1}.")
+    doc.save(path)
+    return path
+
+
+def _end(events: list[DocumentOpened | Page | ExtractionEnded]) -> ExtractionEnded:
+    assert isinstance(events[-1], ExtractionEnded)
+    return events[-1]
+
+
+def test_zip_bomb_docx_is_refused_fast_from_the_central_directory(tmp_path: Path) -> None:
+    bomb = _docx(tmp_path / "bomb.docx", {"word/media/filler.bin": bytes(64 * 1024 * 1024)})
+    assert bomb.stat().st_size < 1024 * 1024
+    tracemalloc.start()
+    started = time.perf_counter()
+    with pytest.raises(FileTooLarge, match="zip bomb"):
+        check_upload(bomb, LimitSettings())
+    elapsed = time.perf_counter() - started
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert elapsed < 1.0
+    assert peak < 8 * 1024 * 1024  # nothing was inflated
+
+
+def test_total_unpacked_size_and_entry_count_are_capped(tmp_path: Path) -> None:
+    big = _docx(tmp_path / "big.docx", {"word/media/noise.bin": os.urandom(2 * 1024 * 1024)})
+    with pytest.raises(FileTooLarge, match="unpacks to"):
+        check_upload(big, LimitSettings(max_uncompressed_bytes=1024 * 1024))
+    many = _docx(tmp_path / "many.docx", {f"customXml/item{n}.bin": b"x" for n in range(60)})
+    with pytest.raises(FileTooLarge, match="parts; the limit is 40"):
+        check_upload(many, LimitSettings(max_zip_entries=40))
+
+
+def test_docx_with_a_doctype_is_refused_before_any_xml_parser_sees_it(tmp_path: Path) -> None:
+    path = _docx(tmp_path / "xxe.docx")
+    with zipfile.ZipFile(path) as z:
+        parts = {name: z.read(name) for name in z.namelist()}
+    evil = b'<?xml version="1.0"?><!DOCTYPE w [<!ENTITY lol "lol">]>'
+    parts["word/document.xml"] = evil + parts["word/document.xml"].split(b"?>", 1)[1]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    with pytest.raises(CorruptFile, match="DOCTYPE"):
+        check_upload(path, LimitSettings())
+    with pytest.raises(CorruptFile, match="DOCTYPE"):
+        list(extract(path, LimitSettings(), filename="xxe.docx"))
+
+
+def test_upload_size_and_page_count_are_capped(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "five.pdf", pages=5)
+    with pytest.raises(FileTooLarge, match="the limit is"):
+        check_upload(path, LimitSettings(max_upload_bytes=100))
+    with pytest.raises(FileTooLarge, match="5 pages; the limit is 3"):
+        check_upload(path, LimitSettings(max_pages=3))
+    with pytest.raises(FileTooLarge, match="5 pages; the limit is 3"):
+        list(extract(path, LimitSettings(max_pages=3), filename="five.pdf"))
+
+
+@pytest.mark.skipif(not (CORPUS / "freeculture_lessig_352p.pdf").exists(), reason="no corpus")
+def test_check_upload_is_cheap_for_a_real_book() -> None:
+    book = CORPUS / "freeculture_lessig_352p.pdf"
+    check_upload(book, LimitSettings())  # warm up imports
+    started = time.perf_counter()
+    assert check_upload(book, LimitSettings()) == "pdf"
+    assert time.perf_counter() - started < 0.25  # ~10 ms here; it must not read page content
+
+
+def test_page_text_is_capped_and_the_cut_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    path.write_text(" ".join(["ribosome"] * 400))
+    events = list(extract(path, LimitSettings(max_page_chars=200), filename="long.txt"))
+    page = events[1]
+    assert isinstance(page, Page) and len(page.text) <= 200
+    assert page.reason == "text cut at 200 characters"
+    assert _end(events).status == "partial"
+
+
+def test_document_time_limit_accounts_for_the_pages_not_read(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "slow.pdf", pages=6)
+    events = list(extract(path, LimitSettings(extract_timeout_s=0), filename="slow.pdf"))
+    pages = [e for e in events if isinstance(e, Page)]
+    assert [p.number for p in pages] == [1, 2, 3, 4, 5, 6]
+    assert pages[0].method == "text"
+    assert all("time limit of 0 s was reached" in (p.reason or "") for p in pages[1:])
+    assert _end(events).status == "partial"
+
+
+def _image_only_pdf(path: Path, side: int) -> Path:
+    doc = pymupdf.open()
+    page = doc.new_page()
+    pix = pymupdf.Pixmap(pymupdf.csGRAY, pymupdf.IRect(0, 0, side, side), False)
+    pix.clear_with(255)
+    page.insert_image(page.rect, pixmap=pix)
+    doc.save(path)
+    return path
+
+
+def test_giant_images_are_not_ocred(tmp_path: Path) -> None:
+    path = _image_only_pdf(tmp_path / "poster.pdf", 2000)
+    events = list(extract(path, LimitSettings(max_image_pixels=1_000_000), filename="poster.pdf"))
+    assert isinstance(events[1], Page)
+    assert events[1].reason == "image-only page; image too large to OCR (2000x2000 pixels)"
+    assert _end(events).status == "failed"
+
+
+def test_missing_ocr_data_skips_scanned_pages_without_crashing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pdf_reader, "find_tessdata", lambda language: None)
+    path = _image_only_pdf(tmp_path / "scan.pdf", 300)
+    events = list(extract(path, LimitSettings(), filename="scan.pdf"))
+    assert isinstance(events[1], Page)
+    assert (events[1].method, events[1].reason) == ("skipped", "image-only page; OCR unavailable")
+    assert _end(events) == ExtractionEnded(
+        "failed", 1, "no text could be read (image-only page; OCR unavailable)"
+    )
+
+
+@pytest.mark.skipif(not BOMB.exists(), reason="no corpus")
+def test_jbig2_bomb_is_read_without_decoding_the_image() -> None:
+    started = time.perf_counter()
+    events = list(extract(BOMB, LimitSettings(), filename=BOMB.name))
+    assert time.perf_counter() - started < 2.0
+    assert isinstance(events[1], Page) and "GIANT JBIG2 BOMB" in events[1].text
+    isolated = list(extract_isolated(BOMB, LimitSettings(extract_memory_bytes=1024**3), filename=BOMB.name))
+    assert _end(isolated).status == "ok"
+
+
+def test_isolated_extraction_matches_in_process(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "notes.pdf", pages=4)
+    assert list(extract_isolated(path, LimitSettings(), filename="notes.pdf")) == list(
+        extract(path, LimitSettings(), filename="notes.pdf")
+    )
+
+
+def test_isolated_refusals_come_back_as_the_same_error(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "locked.pdf")
+    doc = pymupdf.open(path)
+    doc.save(tmp_path / "enc.pdf", encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="secret", owner_pw="owner")
+    with pytest.raises(PasswordProtected, match=r"^password protected$"):
+        list(extract_isolated(tmp_path / "enc.pdf", LimitSettings(), filename="enc.pdf"))
+
+
+def _big_docx(path: Path, paragraphs: int) -> Path:
+    """A DOCX whose body XML needs far more memory to parse than the file's size suggests."""
+    _docx(path)
+    with zipfile.ZipFile(path) as z:
+        parts = {name: z.read(name) for name in z.namelist()}
+    rng = random.Random(7)
+    body = b"".join(
+        b"<w:p><w:r><w:t>%d %d cell</w:t></w:r></w:p>" % (rng.getrandbits(40), n) for n in range(paragraphs)
+    )
+    xml = parts["word/document.xml"]
+    at = xml.index(b"<w:body>") + len(b"<w:body>")
+    parts["word/document.xml"] = xml[:at] + body + xml[at:]
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in parts.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_isolated_memory_limit_fails_the_document_not_the_caller(tmp_path: Path) -> None:
+    limits = LimitSettings(extract_memory_bytes=100 * 1024 * 1024)
+    small = _docx(tmp_path / "small.docx")
+    assert _end(list(extract_isolated(small, limits, filename="small.docx"))).status == "ok"
+    huge = _big_docx(tmp_path / "huge.docx", 100_000)  # 1 MB file, ~600 estimated pages
+    events = list(extract_isolated(huge, limits, filename="huge.docx"))
+    assert isinstance(events[0], DocumentOpened) and events[0].kind == "docx"
+    assert _end(events) == ExtractionEnded("failed", 0, "extraction exceeded the memory limit")
+    assert _end(list(extract_isolated(small, limits, filename="small.docx"))).status == "ok"  # we carry on
+
+
+def test_a_child_dying_mid_document_keeps_the_pages_it_sent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dies_after_one_page = """\
+import json, os, signal
+print(json.dumps(dict(t="opened", kind="pdf", pages_total=3, title=None)), flush=True)
+print(json.dumps(dict(t="page", number=1, label="i", section=["Cells"], text="Osmosis", method="text",
+                      reason=None, tokens=2)), flush=True)
+os.kill(os.getpid(), signal.SIGSEGV)  # limits: {mem} {cpu}
+"""
+    monkeypatch.setattr(isolated, "_PRELUDE", dies_after_one_page)
+    events = list(extract_isolated(_pdf(tmp_path / "doc.pdf"), LimitSettings(), filename="doc.pdf"))
+    assert events[1] == Page(1, "i", ("Cells",), "Osmosis", "text", None, 2)
+    assert [(p.number, p.method, p.reason) for p in events[2:4] if isinstance(p, Page)] == [
+        (2, "skipped", "not read: extraction crashed (SIGSEGV)"),
+        (3, "skipped", "not read: extraction crashed (SIGSEGV)"),
+    ]
+    assert events[-1] == ExtractionEnded(
+        "partial", 3, "2 of 3 pages not fully read (2 pages: not read: extraction crashed (SIGSEGV))"
+    )
+
+
+def test_isolated_timeout_kills_the_child_and_reports_it(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "doc.pdf")
+    events = list(extract_isolated(path, LimitSettings(extract_timeout_s=0.01), filename="doc.pdf"))
+    assert _end(events) == ExtractionEnded("failed", 0, "timed out after 0.01 s")
+    assert _children() == []
+
+
+def _children() -> list[int]:
+    """Live (non-zombie) processes whose parent is this test process."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def test_isolated_streams_pages_and_stopping_early_ends_the_child(tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "book.pdf", pages=40)
+    stream = extract_isolated(path, LimitSettings(), filename="book.pdf")
+    assert isinstance(next(stream), DocumentOpened)
+    first = next(stream)
+    assert isinstance(first, Page) and first.number == 1
+    stream.close()  # the consumer gives up: the child must not outlive it
+    assert _children() == []
+
+
+def test_cli_refusal_is_json_with_exit_code_2(tmp_path: Path) -> None:
+    app = typer.Typer()
+    register(app)
+    app.command("noop")(lambda: None)
+    lock = tmp_path / "~$lecture.pptx"
+    lock.write_bytes(b"\x11Albert N. Hendrix" + b" " * 40)
+    result = CliRunner().invoke(app, ["extract", str(lock)])
+    assert result.exit_code == 2
+    refusal = json.loads(result.stdout)
+    assert refusal["status"] == "refused"
+    assert refusal["reason"].startswith("the file is named .pptx but is not a PowerPoint file")
+
+
+def test_a_parser_blowing_up_mid_document_keeps_the_pages_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = pdf_reader._read_page
+
+    def explode_on_page_4(doc: object, index: int, *args: object) -> object:
+        if index == 3:
+            raise RuntimeError("boom")
+        return real(doc, index, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pdf_reader, "_read_page", explode_on_page_4)
+    events = list(extract(_pdf(tmp_path / "doc.pdf", pages=6), LimitSettings(), filename="doc.pdf"))
+    pages = [e for e in events if isinstance(e, Page)]
+    assert [p.method for p in pages] == ["text"] * 3 + ["skipped"] * 3
+    assert pages[3].reason == "unreadable: extraction stopped (RuntimeError: boom)"
+    assert _end(events).status == "partial"

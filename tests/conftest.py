@@ -67,7 +67,7 @@ def stack_settings(home: Path, bootstrap: str, llm_url: str, **overrides: object
             "url": llm_url,
             "model": "gemma3-270m",
             "max_in_flight": 2,
-            "max_tokens": 120,
+            "max_tokens": 160,
             "timeout_s": 60,
         },
         "chunks": {"max_tokens": 500},

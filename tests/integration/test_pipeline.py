@@ -56,7 +56,7 @@ def assert_monotonic(progress: list[dict[str, Any]]) -> None:
     [
         "bee4750_hw01_julia-intro.pdf",
         "bee4750_syllabus.docx",
-        "docling_powerpoint_sample.pptx",
+        "py4e_Pythonlearn-10-Tuples.pptx",
         "unstructured_fake-text-utf-16-le-bom.txt",
     ],
 )

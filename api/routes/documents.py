@@ -51,6 +51,7 @@ class Status(BaseModel):
     cards: int
     progress: float
     error: str | None
+    deck_cards: int | None = None  # cards in the assembled deck, after cross-chunk dedup
     failures: list[dict[str, Any]] = []
 
 
@@ -72,6 +73,7 @@ def status_of(view: DocumentView) -> Status:
         progress=s.progress,
         error=s.error,
         failures=failures,
+        deck_cards=view.deck.cards if view.deck is not None else None,
     )
 
 

@@ -46,7 +46,6 @@ def register(
                 table[event.document_id] = outcome.state.model_dump_json().encode()
 
     async def emit(event: Event, out: Outcome) -> None:
-        deck_cards: int | None = None
         for retry in out.retries:
             await chunks.send(key=event.document_id, value=retry)
         if out.deck is not None and out.state is not None:
@@ -71,10 +70,7 @@ def register(
                 ),
             )
             log.info("deck assembled", document_id=st.document_id, status=out.deck.status, cards=len(cards))
-            deck_cards = len(cards)
         for p in out.progress:
-            if p.kind == "done" and deck_cards is not None:
-                p = p.model_copy(update={"cards": deck_cards})  # after cross-chunk dedup
             await progress.send(key=event.document_id, value=p)
 
     return track_documents

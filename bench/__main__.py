@@ -3,6 +3,9 @@
 import importlib
 import sys
 
+from services.logs import configure_logging
+
 if len(sys.argv) < 2:
     sys.exit("usage: python -m bench NAME   (pipeline, extract, llamacpp)")
+configure_logging("WARNING")  # logs to stderr: the JSON line is the last line of stdout
 importlib.import_module(f"bench.{sys.argv[1]}").main()

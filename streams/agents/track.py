@@ -31,6 +31,19 @@ def register(
     partitions: int,
 ) -> Any:
     table = app.Table("documents", default=None, partitions=partitions, key_type=str, value_type=bytes)
+    # Decoded states of this worker's documents: the table (changelogged) stays the truth, this
+    # only saves parsing the JSON on every event. Dropped when partitions move to another worker.
+    decoded: dict[str, DocumentState] = {}
+
+    @app.on_partitions_revoked.connect
+    async def _forget(*_args: Any, **_kwargs: Any) -> None:
+        decoded.clear()
+
+    def load(document_id: str) -> DocumentState | None:
+        state = decoded.get(document_id)
+        if state is None and (raw := table.get(document_id)):
+            state = decoded[document_id] = DocumentState.model_validate_json(raw)
+        return state
 
     @app.agent(facts)
     async def track_documents(stream: Any) -> None:
@@ -38,11 +51,11 @@ def register(
         async for event in stream:
             if not isinstance(event, Event):
                 continue
-            raw = table.get(event.document_id)
-            state = DocumentState.model_validate_json(raw) if raw else None
+            state = load(event.document_id)
             outcome = track(state, event)
             await emit(event, outcome)
             if outcome.state is not None and outcome.state is not state:
+                decoded[event.document_id] = outcome.state
                 table[event.document_id] = outcome.state.model_dump_json().encode()
 
     async def emit(event: Event, out: Outcome) -> None:

@@ -1,0 +1,251 @@
+"""Generate cited, grounded flashcards for one chunk.
+
+    render prompt ─► LLM ─► parse ─► validate ─► ground ─► cite ─► Card*
+
+Retries: a ``RetryableError`` gets full-jitter exponential backoff (honouring the server's
+Retry-After up to the cap); an answer with no usable cards gets one repair retry, then
+``BadModelOutput``. At most ``max_attempts`` calls in all.
+
+Grounding is lexical: a card's key terms (content words of its answer, or of its cloze
+deletions) must appear in the chunk. Below ``UNSUPPORTED`` of them found, the card is dropped;
+below ``SUPPORTED`` it is kept with ``needs_review``. The cited page is the chunk segment with
+most key-term hits, so every citation lies within the chunk's span.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from services.domain import Card, CardType, Chunk, card_id
+from services.errors import BadModelOutput, RetryableError
+from services.llm import Completion, LLMClient, Profile
+from services.prompting import RawCard, UnreadableOutput, parse_json_cards, parse_qa_pairs, render_prompt
+
+SUPPORTED = 0.8  # share of key terms found in the chunk at which a card counts as grounded
+UNSUPPORTED = 0.5  # below this share the card is dropped
+MIN_FRONT_CHARS = 10
+MAX_BACK_WORDS = 30
+NOT_SUPPORTED = "not supported by the text"
+
+_STOPWORDS = """a about above after again against all also am an and any are as at be because been before
+    being below between both but by can could did do does doing down during each few for from
+    further had has have having he her here hers him his how i if in into is it its itself just
+    me more most my no nor not now of off on once only or other our ours out over own same she
+    should so some such than that the their theirs them then there these they this those through
+    to too under until up very was we were what when where which while who whom whose why will
+    with would you your yours text say says said called"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+_WORD = re.compile(r"[^\W_]+")
+_CLOZE = re.compile(r"\{\{c\d+::(.*?)(?:::[^}]*)?\}\}")
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    cards: list[Card] = field(default_factory=list)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (front, reason)
+    attempts: int = 0
+
+
+def _stem(word: str) -> str:
+    for suffix in ("ing", "ed", "s", "e"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+    return word
+
+
+def key_terms(text: str) -> list[str]:
+    """Content words of a text, stemmed, without stopwords, first occurrence first."""
+    words = (w for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
+    return list(dict.fromkeys(_stem(w) for w in words if len(w) > 1 or w.isdigit()))
+
+
+def normalise(text: str) -> str:
+    return " ".join(_WORD.findall(text.lower()))
+
+
+def _trim(back: str) -> str:
+    words = back.split()
+    return back if len(words) <= MAX_BACK_WORDS else " ".join(words[:MAX_BACK_WORDS]) + "…"
+
+
+def _check(raw: RawCard, card_types: Sequence[str]) -> tuple[RawCard | None, str]:
+    """The cleaned card, or None and why it was rejected."""
+    front, back = raw.front.strip(), raw.back.strip()
+    if raw.type not in card_types:
+        return None, f"card type {raw.type!r} not requested"
+    if raw.type == "cloze":
+        answers = [a.strip() for a in _CLOZE.findall(front)]
+        rest = _CLOZE.sub("", front)
+        if not answers or not all(answers) or "{{" in rest or "}}" in rest:
+            return None, "invalid cloze syntax"
+        back = back or "; ".join(answers)
+    elif "{{" in front:
+        return None, "cloze syntax on a basic card"
+    if not front or not back:
+        return None, "empty front or back"
+    if back.endswith(":"):
+        return None, "answer cut short"
+    if len(front) < MIN_FRONT_CHARS:
+        return None, f"front shorter than {MIN_FRONT_CHARS} characters"
+    return RawCard(raw.type, front, _trim(back)), ""
+
+
+def _duplicate_keys(card: RawCard) -> set[str]:
+    """Same question, or the same answer of three words or more: the same fact twice."""
+    back = normalise(card.back)
+    return {"front:" + normalise(card.front)} | ({"back:" + back} if len(back.split()) >= 3 else set())
+
+
+def _read(
+    completion: Completion, profile: Profile, card_types: Sequence[str]
+) -> tuple[list[RawCard], list[tuple[str, str]]]:
+    """Parse and validate; raises UnreadableOutput when nothing usable came back."""
+    truncated = completion.finish_reason == "length"
+    try:
+        if profile == "chat":
+            raw = parse_json_cards(completion.text)
+        else:
+            raw = parse_qa_pairs(completion.text, truncated=truncated)
+    except UnreadableOutput as exc:
+        raise UnreadableOutput(exc.reason + (" (cut at the token limit)" if truncated else "")) from None
+    if not raw:
+        return [], [("", "the model found nothing in the text worth a card")]
+    valid: list[RawCard] = []
+    dropped: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for card in raw:
+        clean, reason = _check(card, card_types)
+        keys = _duplicate_keys(clean) if clean is not None else set()
+        if keys & seen:
+            clean, reason = None, "duplicate card"
+        if clean is None:
+            dropped.append((card.front, reason))
+        else:
+            seen |= keys
+            valid.append(clean)
+    if not valid:
+        raise UnreadableOutput("no valid cards: " + "; ".join(sorted({r for _, r in dropped})))
+    return valid, dropped
+
+
+def _ground(
+    cards: list[RawCard], chunk: Chunk, ids: Callable[[int], str], version: str, filename: str
+) -> tuple[list[Card], list[tuple[str, str]]]:
+    chunk_terms = set(key_terms(chunk.text))
+    segment_terms = [set(key_terms(s.text)) for s in chunk.segments]
+    kept: list[Card] = []
+    dropped: list[tuple[str, str]] = []
+    for raw in cards:
+        answer = " ".join(_CLOZE.findall(raw.front)) if raw.type == "cloze" else raw.back
+        terms = key_terms(answer) or key_terms(raw.front)
+        support = sum(t in chunk_terms for t in terms) / len(terms) if terms else 0.0
+        if support < UNSUPPORTED:
+            dropped.append((raw.front, NOT_SUPPORTED))
+            continue
+        hits = [sum(t in seg for t in terms) for seg in segment_terms]
+        segment = chunk.segments[hits.index(max(hits))]
+        kind: CardType = "cloze" if raw.type == "cloze" else "basic"
+        kept.append(
+            Card(
+                card_id=ids(len(kept)),
+                type=kind,
+                front=raw.front,
+                back=raw.back,
+                file=filename,
+                page=segment.page,
+                page_label=segment.label,
+                section=segment.section,
+                chunk_index=chunk.index,
+                prompt_version=version,
+                support=round(support, 3),
+                needs_review=support < SUPPORTED,
+            )
+        )
+    return kept, dropped
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _backoff(base: float, cap: float, rng: random.Random) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Unusable):
+            return 0.0  # a repair retry goes at once
+        delay = rng.uniform(0.0, min(cap, base * 2 ** (state.attempt_number - 1)))
+        if isinstance(error, RetryableError) and error.retry_after:
+            delay = max(delay, min(error.retry_after, cap))
+        return delay
+
+    return wait
+
+
+async def generate_cards(
+    chunk: Chunk,
+    *,
+    llm: LLMClient,
+    profile: Profile,
+    document_id: str,
+    generation: int,
+    filename: str,
+    card_types: Sequence[str],
+    per_chunk: int,
+    max_attempts: int = 3,
+    backoff_base_s: float = 1.0,
+    backoff_cap_s: float = 30.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    prompt_version: str = "v1",
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    rng: random.Random | None = None,
+) -> GenerationResult:
+    if not key_terms(chunk.text):
+        return GenerationResult(dropped=[("", "the chunk has no text to ask about")])
+    rendered = render_prompt(
+        chunk,
+        profile=profile,
+        card_types=card_types,
+        per_chunk=per_chunk,
+        version=prompt_version,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    calls, repaired = 0, False
+    valid: list[RawCard] = []
+    rejected: list[tuple[str, str]] = []
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=_backoff(backoff_base_s, backoff_cap_s, rng or random.Random()),
+        retry=retry_if_exception_type((RetryableError, _Unusable)),
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                calls += 1
+                completion = await llm.generate(rendered.prompt)
+                try:
+                    valid, rejected = _read(completion, profile, card_types)
+                except UnreadableOutput as exc:
+                    if repaired:
+                        raise BadModelOutput(exc.reason) from None
+                    repaired = True
+                    raise _Unusable(exc.reason) from None
+    except _Unusable as exc:  # the repair retry was the last attempt allowed
+        raise BadModelOutput(exc.reason) from None
+
+    def ids(i: int) -> str:
+        return card_id(document_id, generation, chunk.index, i)
+
+    cards, unsupported = _ground(valid, chunk, ids, rendered.version, filename)
+    return GenerationResult(cards=cards, dropped=rejected + unsupported, attempts=calls)

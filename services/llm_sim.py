@@ -1,0 +1,232 @@
+"""An OpenAI-compatible LLM simulator for tests, demos and benchmarks (`deckstream llm sim`).
+
+It behaves like a real server where it matters to the pipeline: ``capacity`` requests are
+served at once and the rest queue (a server's slots); each call takes ``latency_s`` plus
+``completion_tokens / tokens_per_s``; faults are injected from a seeded RNG (503 with
+Retry-After, 200 with garbage, answers slower than a client's timeout, a down period).
+Its cards are built from the prompt's own text, so they pass validation and grounding:
+
+    "What does the text say about chloroplasts?" → "which contain the green pigment chlorophyll"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+_STOPWORDS = (
+    "about after also because been being between could does from have having into more most only "
+    "other over such than that their them then there these they this those through under until "
+    "very what when where which while will with would your"
+)
+_STOP = frozenset(_STOPWORDS.split())
+_WORD = re.compile(r"[^\W_][\w'-]*")
+
+
+@dataclass
+class SimConfig:
+    latency_s: float = 0.05  # per call, before decoding
+    capacity: int = 4  # requests served at once; the rest queue
+    tokens_per_s: float = 0.0  # decode rate per request; 0: instant
+    error_rate: float = 0.0  # 503 + Retry-After
+    garbage_rate: float = 0.0  # 200 with unreadable content
+    slow_rate: float = 0.0  # answers delayed by slow_s more
+    slow_s: float = 0.0
+    down_for_s: float = 0.0  # 503 to everything for this long after start (or /admin/faults)
+    retry_after_s: float = 1.0
+    seed: int = 0
+    model: str = "deckstream-sim"
+
+
+_FAULTS = ("latency_s", "error_rate", "garbage_rate", "slow_rate", "slow_s", "retry_after_s")
+
+
+def ideal_time(n_requests: int, cfg: SimConfig, completion_tokens: int = 0) -> float:
+    """The best possible wall time for n equal requests: full waves of ``capacity``."""
+    decode = completion_tokens / cfg.tokens_per_s if cfg.tokens_per_s else 0.0
+    return math.ceil(n_requests / cfg.capacity) * (cfg.latency_s + decode)
+
+
+def _tokens(text: str) -> int:
+    return math.ceil(len(text) / 4)
+
+
+def _facts(text: str) -> list[tuple[str, str, str]]:
+    """(topic, words of its sentence around it, the sentence) for sentences with enough content."""
+    facts, topics = [], set()
+    for sentence in re.split(r"(?<=[.!?])\s+", " ".join(text.split())):
+        words = _WORD.findall(sentence)
+        content = [i for i, w in enumerate(words) if len(w) > 3 and w.lower() not in _STOP]
+        if len(content) < 3 or "{" in sentence:
+            continue
+        at = max(content, key=lambda i: len(words[i]))  # the longest word: likely a term
+        topic = words[at]
+        if topic.lower() in topics:
+            continue
+        topics.add(topic.lower())
+        after = words[at + 1 : at + 13]
+        rest = after if sum(i > at for i in content) >= 2 else words[max(0, at - 12) : at]
+        facts.append((topic, " ".join(rest), sentence))
+    return facts
+
+
+def _card(fact: tuple[str, str, str], kind: str) -> dict[str, str]:
+    topic, rest, sentence = fact
+    if kind == "cloze":
+        term = max(_WORD.findall(rest) or [topic], key=len)
+        front = re.sub(rf"\b{re.escape(term)}\b", "{{c1::" + term + "}}", sentence, count=1)
+        return {"type": "cloze", "front": front, "back": term}
+    return {"type": "basic", "front": f"What does the text say about {topic}?", "back": rest}
+
+
+class _Sim:
+    def __init__(self, cfg: SimConfig) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.slots = asyncio.Semaphore(cfg.capacity)
+        self.down_until = time.monotonic() + cfg.down_for_s
+        counters = "requests served in_flight max_concurrent errors_injected garbage_injected"
+        self.stats = dict.fromkeys([*counters.split(), "slow_injected", "down_rejections"], 0)
+
+    def fault(self) -> tuple[bool, bool, bool]:
+        draws = [self.rng.random() for _ in range(3)]  # always three: deterministic per request
+        cfg = self.cfg
+        return draws[0] < cfg.error_rate, draws[1] < cfg.garbage_rate, draws[2] < cfg.slow_rate
+
+    def unavailable(self, reason: str) -> JSONResponse:
+        headers = {"Retry-After": f"{self.cfg.retry_after_s:g}"}
+        return JSONResponse({"error": {"message": reason, "code": 503}}, 503, headers=headers)
+
+    async def answer(self, request: Request, chat: bool) -> JSONResponse:
+        self.stats["requests"] += 1
+        try:
+            body = await request.json()
+            source = _chat_source(body) if chat else _completion_source(body)
+        except (ValueError, KeyError, TypeError, IndexError):
+            return JSONResponse({"error": {"message": "bad request", "code": 400}}, 400)
+        if time.monotonic() < self.down_until:
+            self.stats["down_rejections"] += 1
+            return self.unavailable("simulated outage")
+        error, garbage, slow = self.fault()
+        if error:
+            self.stats["errors_injected"] += 1
+            return self.unavailable("simulated overload")
+        text = _chat_answer(body, source) if chat else _completion_answer(source, body.get("stop"))
+        if garbage:
+            self.stats["garbage_injected"] += 1
+            text = '{"cards": [{"front": "unterminated' if chat else "I cannot help with that."
+        max_tokens = int(body.get("max_tokens") or 1 << 30)
+        finish = "length" if _tokens(text) > max_tokens else "stop"
+        text = text[: max_tokens * 4]
+        async with self.slots:
+            self.stats["in_flight"] += 1
+            self.stats["max_concurrent"] = max(self.stats["max_concurrent"], self.stats["in_flight"])
+            try:
+                delay = self.cfg.latency_s
+                delay += _tokens(text) / self.cfg.tokens_per_s if self.cfg.tokens_per_s else 0.0
+                if slow:
+                    self.stats["slow_injected"] += 1
+                    delay += self.cfg.slow_s
+                await asyncio.sleep(delay)
+            finally:
+                self.stats["in_flight"] -= 1
+        self.stats["served"] += 1
+        usage = {"prompt_tokens": _tokens(json.dumps(body)), "completion_tokens": _tokens(text)}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text
+        kind = "chat.completion" if chat else "text_completion"
+        number = self.stats["served"]
+        return JSONResponse(
+            {"id": f"sim-{number}", "object": kind, "created": int(time.time()), "model": self.cfg.model}
+            | {"choices": [choice], "usage": usage}
+        )
+
+
+def _chat_source(body: dict[str, Any]) -> str:
+    user = [m["content"] for m in body["messages"] if m["role"] == "user"][-1]
+    marked = re.search(r"<<<\n?(.*)\n?>>>", user, re.S)
+    return marked.group(1) if marked else str(user)
+
+
+def _completion_source(body: dict[str, Any]) -> str:
+    prompt = str(body["prompt"])
+    return prompt.rsplit("Text:", 1)[-1].rsplit("\nQ:", 1)[0]
+
+
+def _chat_answer(body: dict[str, Any], source: str) -> str:
+    schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
+    cards_schema = schema.get("properties", {}).get("cards", {})
+    kinds = cards_schema.get("items", {}).get("properties", {}).get("type", {}).get("enum") or ["basic"]
+    facts = _facts(source)[: int(cards_schema.get("maxItems", 4))]
+    return json.dumps({"cards": [_card(f, kinds[i % len(kinds)]) for i, f in enumerate(facts)]})
+
+
+def _completion_answer(source: str, stop: list[str] | None) -> str:
+    pairs = [_card(f, "basic") for f in _facts(source)[:3]]
+    text = "\nQ: ".join(f"{c['front']}\nA: {c['back']}" for c in pairs)
+    text = " " + text if text else "\n\n"
+    for s in stop or ():
+        text = text.split(s, 1)[0]
+    return text
+
+
+def create_sim_app(cfg: SimConfig | None = None) -> Starlette:
+    sim = _Sim(cfg or SimConfig())
+
+    async def health(_: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def models(_: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [{"id": sim.cfg.model, "object": "model"}]})
+
+    async def props(_: Request) -> JSONResponse:
+        template = "{% for m in messages %}{{ m.role }}: {{ m.content }}\n{% endfor %}"
+        return JSONResponse({"chat_template": template, "total_slots": sim.cfg.capacity})
+
+    async def stats(_: Request) -> JSONResponse:
+        return JSONResponse(sim.stats)
+
+    async def faults(request: Request) -> JSONResponse:
+        changes = await request.json()
+        for name in _FAULTS:
+            if name in changes:
+                setattr(sim.cfg, name, float(changes[name]))
+        if "down_for_s" in changes:
+            sim.down_until = time.monotonic() + float(changes["down_for_s"])
+        current = {f.name: getattr(sim.cfg, f.name) for f in fields(sim.cfg) if f.name in _FAULTS}
+        return JSONResponse(current | {"down_for_s": max(0.0, sim.down_until - time.monotonic())})
+
+    async def chat(request: Request) -> JSONResponse:
+        return await sim.answer(request, chat=True)
+
+    async def completions(request: Request) -> JSONResponse:
+        return await sim.answer(request, chat=False)
+
+    app = Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/props", props),
+            Route("/stats", stats),
+            Route("/admin/faults", faults, methods=["POST"]),
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/completions", completions, methods=["POST"]),
+        ]
+    )
+    app.state.sim = sim
+    return app

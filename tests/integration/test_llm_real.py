@@ -1,0 +1,90 @@
+"""The real local Gemma 3 270M server (xllamacpp in a child process) writing grounded cards."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.domain import Chunk, Segment
+from services.generation import generate_cards
+from services.llm import OpenAICompatibleClient, detect_profile
+from services.llm_server import RunningServer, start_local_llm
+
+pytestmark = pytest.mark.llm
+
+# Two pages of textbook-like text, unlike the few-shot prompt's own photosynthesis example.
+CHUNK = Chunk(
+    index=3,
+    segments=(
+        Segment(
+            4,
+            "4",
+            ("Hydrology", "The water cycle"),
+            "The water cycle describes how water moves between the oceans, the air and the land. "
+            "Heat from the sun makes water evaporate from the oceans.",
+        ),
+        Segment(
+            5,
+            "5",
+            ("Hydrology", "Precipitation"),
+            "Water vapour cools as it rises and condenses into clouds. Precipitation returns the "
+            "water to the ground as rain or snow.",
+        ),
+    ),
+    tokens=60,
+)
+
+
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the GGUF is assembled (~1 s, once per run unless DECKSTREAM_TEST_MODELS is set)."""
+    return Path(os.environ.get("DECKSTREAM_TEST_MODELS", tmp_path_factory.getbasetemp() / "models"))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    cache = models(tmp_path_factory)
+    running = start_local_llm("gemma3-270m", cache=cache, n_parallel=2, ctx_per_slot=2048, threads=0)
+    yield running
+    running.stop()
+
+
+async def test_gemma_writes_grounded_cited_cards(server: RunningServer) -> None:
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as http:
+        profile = await detect_profile(http, server.url, "openai")
+        assert profile == "completion"  # a base model: no chat template of its own
+        llm = OpenAICompatibleClient(http, server.url, "gemma3-270m")
+        result = await generate_cards(
+            CHUNK,
+            llm=llm,
+            profile=profile,
+            document_id="syllabus",
+            generation=1,
+            filename="syllabus.docx",
+            card_types=("basic",),
+            per_chunk=4,
+            max_tokens=160,
+            temperature=0.0,  # greedy: the same cards on every run, so the test is not flaky
+        )
+    assert result.cards, result.dropped
+    for card in result.cards:
+        assert card.support >= 0.5 and card.front and card.back
+        assert CHUNK.pages[0] <= card.page <= CHUNK.pages[1]
+        assert card.prompt_version == "cards-fewshot-v1"
+
+
+def test_stopping_the_server_ends_the_child_process(tmp_path_factory: pytest.TempPathFactory) -> None:
+    running = start_local_llm(
+        "gemma3-270m", cache=models(tmp_path_factory), n_parallel=1, ctx_per_slot=1024, threads=0
+    )
+    assert httpx.get(f"{running.url}/health").json() == {"status": "ok"}
+    pid = running.process.pid
+    running.stop()
+    assert running.process.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{running.url}/health")

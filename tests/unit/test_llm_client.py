@@ -1,0 +1,218 @@
+"""The LLM adapters: request shapes, error mapping and profile detection (httpx.MockTransport)."""
+
+from __future__ import annotations
+
+import email.utils
+import json
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from services.errors import PermanentError, RetryableError
+from services.llm import (
+    Message,
+    OllamaClient,
+    OpenAICompatibleClient,
+    Prompt,
+    build_llm_client,
+    detect_profile,
+    parse_retry_after,
+)
+from services.settings import LLMSettings
+
+SCHEMA = {"type": "object", "properties": {"cards": {"type": "array"}}}
+CHAT = Prompt(messages=(Message("system", "be brief"), Message("user", "hi")), schema=SCHEMA, max_tokens=99)
+COMPLETION = Prompt(text="Text: x\nQ:", stop=("\nText:", "\n\n"), max_tokens=160, temperature=0.1)
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def client_with(handler: Handler) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+def recording(answer: dict[str, Any], seen: list[httpx.Request]) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json=answer)
+
+    return handle
+
+
+def body(request: httpx.Request) -> Any:
+    return json.loads(request.content)
+
+
+async def test_openai_chat_asks_for_json_schema_output() -> None:
+    seen: list[httpx.Request] = []
+    answer = {
+        "choices": [{"message": {"content": '{"cards": []}'}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5},
+    }
+    async with client_with(recording(answer, seen)) as http:
+        llm = OpenAICompatibleClient(http, "http://llm/", "qwen", api_key="sekret")
+        completion = await llm.generate(CHAT)
+    (request,) = seen
+    assert request.url == "http://llm/v1/chat/completions"
+    assert request.headers["authorization"] == "Bearer sekret"
+    sent = body(request)
+    assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
+    assert sent["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {"name": "cards", "schema": SCHEMA, "strict": True},
+    }
+    assert (sent["model"], sent["max_tokens"], sent["temperature"]) == ("qwen", 99, 0.2)
+    assert (completion.text, completion.finish_reason) == ('{"cards": []}', "stop")
+    assert (completion.prompt_tokens, completion.completion_tokens) == (12, 5)
+
+
+async def test_openai_completion_sends_prompt_and_stops() -> None:
+    seen: list[httpx.Request] = []
+    answer = {"choices": [{"text": " Why?\nA: Because.", "finish_reason": "length"}]}
+    async with client_with(recording(answer, seen)) as http:
+        completion = await OpenAICompatibleClient(http, "http://llm", "gemma").generate(COMPLETION)
+    sent = body(seen[0])
+    assert seen[0].url.path == "/v1/completions"
+    assert "authorization" not in seen[0].headers
+    assert sent["prompt"] == "Text: x\nQ:" and sent["stop"] == ["\nText:", "\n\n"]
+    assert "response_format" not in sent and "messages" not in sent
+    assert completion.text == " Why?\nA: Because." and completion.finish_reason == "length"
+
+
+async def test_ollama_uses_native_chat_with_schema_format() -> None:
+    seen: list[httpx.Request] = []
+    answer = {"message": {"content": "{}"}, "done_reason": "stop", "prompt_eval_count": 7, "eval_count": 3}
+    async with client_with(recording(answer, seen)) as http:
+        completion = await OllamaClient(http, "http://ollama:11434", "qwen2.5").generate(CHAT)
+    sent = body(seen[0])
+    assert seen[0].url.path == "/api/chat"
+    assert sent["format"] == SCHEMA and sent["stream"] is False
+    assert sent["options"] == {"temperature": 0.2, "num_predict": 99}
+    assert completion == type(completion)("{}", "stop", 7, 3)
+
+
+async def test_ollama_completion_is_raw_generate() -> None:
+    seen: list[httpx.Request] = []
+    answer = {"response": " Q?\nA: a", "done_reason": "length", "eval_count": 160}
+    async with client_with(recording(answer, seen)) as http:
+        completion = await OllamaClient(http, "http://ollama", "gemma").generate(COMPLETION)
+    sent = body(seen[0])
+    assert seen[0].url.path == "/api/generate"
+    assert sent["raw"] is True and sent["prompt"] == "Text: x\nQ:"
+    assert sent["options"] == {"temperature": 0.1, "num_predict": 160, "stop": ["\nText:", "\n\n"]}
+    assert completion.text == " Q?\nA: a" and completion.completion_tokens == 160
+
+
+def test_a_prompt_is_either_chat_or_completion() -> None:
+    with pytest.raises(ValueError):
+        Prompt()
+    with pytest.raises(ValueError):
+        Prompt(messages=(Message("user", "x"),), text="y")
+
+
+def answering(status: int, headers: dict[str, str] | None = None, content: bytes = b"{}") -> Handler:
+    return lambda request: httpx.Response(status, headers=headers, content=content)
+
+
+def raising(error: Exception) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("handler", "expected", "retry_after"),
+    [
+        (answering(503, {"Retry-After": "7"}), RetryableError, 7.0),
+        (answering(429, {"Retry-After": "0.5"}), RetryableError, 0.5),
+        (answering(500), RetryableError, None),
+        (answering(400, content=b'{"error": "bad schema"}'), PermanentError, None),
+        (answering(404), PermanentError, None),
+        (answering(200, content=b"<html>proxy error</html>"), RetryableError, None),
+        (answering(200, content=b'{"unexpected": true}'), RetryableError, None),
+        (raising(httpx.ReadTimeout("slow")), RetryableError, None),
+        (raising(httpx.ConnectError("refused")), RetryableError, None),
+    ],
+)
+@pytest.mark.parametrize("adapter", [OpenAICompatibleClient, OllamaClient])
+async def test_errors_map_to_the_domain_tree(
+    handler: Handler, expected: type[Exception], retry_after: float | None, adapter: type[Any]
+) -> None:
+    async with client_with(handler) as http:
+        with pytest.raises(expected) as caught:
+            await adapter(http, "http://llm", "m").generate(CHAT)
+    if isinstance(caught.value, RetryableError):
+        assert caught.value.retry_after == retry_after
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    now = 1_700_000_000.0
+    assert parse_retry_after("12", now) == 12.0
+    assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now) == 30.0
+    assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now) == 0.0
+    assert parse_retry_after("soon", now) is None
+    assert parse_retry_after(None, now) is None
+
+
+LLAMACPP_CHATML_FALLBACK = (
+    "{%- for message in messages -%}\n  {{- '<|im_start|>' + message.role + '\\n' + message.content"
+    " + '<|im_end|>\\n' -}}\n{%- endfor -%}"
+)
+
+
+def llama_server(template: str | None, im_start_tokens: int) -> Handler:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/props":
+            return httpx.Response(200, json={"total_slots": 2, "chat_template": template})
+        if request.url.path == "/tokenize":
+            return httpx.Response(200, json={"tokens": list(range(im_start_tokens))})
+        return httpx.Response(404)
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("handler", "profile"),
+    [
+        (llama_server(None, 1), "completion"),
+        (llama_server("", 1), "completion"),
+        # A base GGUF (Gemma 270M): llama.cpp reports its ChatML fallback, unknown to the vocab.
+        (llama_server(LLAMACPP_CHATML_FALLBACK, 6), "completion"),
+        # An instruct model whose own template is ChatML (Qwen): one special token.
+        (llama_server(LLAMACPP_CHATML_FALLBACK, 1), "chat"),
+        (llama_server("{% for m in messages %}<start_of_turn>{{ m.content }}{% endfor %}", 9), "chat"),
+        (answering(404), "chat"),  # vLLM, hosted APIs: no /props
+        (raising(httpx.ConnectError("refused")), "chat"),
+    ],
+)
+async def test_profile_detection(handler: Handler, profile: str) -> None:
+    async with client_with(handler) as http:
+        assert await detect_profile(http, "http://llm", "openai") == profile
+
+
+async def test_ollama_is_always_chat() -> None:
+    async with client_with(raising(AssertionError("no request expected"))) as http:
+        assert await detect_profile(http, "http://ollama", "ollama") == "chat"
+
+
+async def test_build_llm_client_picks_the_adapter() -> None:
+    seen: list[httpx.Request] = []
+    answer = {"choices": [{"message": {"content": "{}"}}]}
+    async with client_with(recording(answer, seen)) as http:
+        openai = build_llm_client(http, LLMSettings(kind="openai", api_key=SecretStr("k")), "http://v")
+        ollama = build_llm_client(http, LLMSettings(kind="ollama", model="qwen2.5"), "http://o")
+        await openai.generate(CHAT)
+        await openai.aclose()
+    assert isinstance(openai, OpenAICompatibleClient) and isinstance(ollama, OllamaClient)
+    assert seen[0].headers["authorization"] == "Bearer k"
+
+
+async def test_aclose_leaves_the_callers_client_open() -> None:
+    async with client_with(answering(200)) as http:
+        await OpenAICompatibleClient(http, "http://llm", "m").aclose()
+        await OllamaClient(http, "http://llm", "m").aclose()
+        assert not http.is_closed

@@ -207,3 +207,18 @@ async def retry(document_id: str, state: StateDep, caller: CallerDep) -> Status:
         RetryFailedChunks(tenant_id=s.tenant_id, document_id=s.document_id, generation=s.generation),
     )
     return status_of(view)
+
+
+@router.get("/{document_id}/pages", responses={404: {}})
+async def page_ledger(document_id: str, state: StateDep, caller: CallerDep) -> dict[str, Any]:
+    """The page ledger: every page with its label, section, size, method and why it gave no text."""
+    view = find(state, caller.tenant_id, document_id)
+    pages = {ev.page.number: ev.page.model_dump() for _, ev in view.events if ev.page is not None}
+    s = view.snapshot
+    return {
+        "document_id": document_id,
+        "filename": s.filename,
+        "status": s.status,
+        "pages_total": s.pages_total,
+        "pages": [pages[n] for n in sorted(pages)],
+    }

@@ -173,6 +173,9 @@ def test_a_file_that_fails_late_ends_failed_with_the_reason(client: DeckstreamCl
     assert final["error"]
     pages = [e.data for e in events if e.event == "page"]
     assert len(pages) == 6 and all(p["reason"] for p in pages if p["chars"] == 0)
+    ledger = client.http.get(f"/v1/documents/{r.json()['document_id']}/pages").json()
+    assert [p["number"] for p in ledger["pages"]] == [1, 2, 3, 4, 5, 6]
+    assert all(p["method"] in ("text", "ocr", "skipped") and p["reason"] for p in ledger["pages"])
 
 
 def test_auth_is_required(stack: Stack) -> None:

@@ -242,3 +242,16 @@ def test_unknown_documents_are_404_and_bad_event_ids_400(client: TestClient, par
     parts[2].feed(progress("d4"))
     r = client.get("/v1/documents/d4/events", headers={**AUTH, "Last-Event-ID": "garbage"})
     assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
+
+
+def test_page_ledger_lists_every_page_once_in_order(client: TestClient, parts: tuple) -> None:
+    from services.events import PageInfo
+
+    hub = parts[2]
+    for n, reason in ((2, "image-only page; OCR found no text"), (1, None), (2, "image-only page; OCR found no text")):
+        info = PageInfo(number=n, label=str(n), section=["Intro"], method="skipped" if reason else "text",
+                        reason=reason, chars=0 if reason else 120, tokens=0 if reason else 30)
+        hub.feed(progress("d5", kind="page", page=info))
+    ledger = client.get("/v1/documents/d5/pages", headers=AUTH).json()
+    assert [(p["number"], p["method"], p["reason"]) for p in ledger["pages"]] == [
+        (1, "text", None), (2, "skipped", "image-only page; OCR found no text")]

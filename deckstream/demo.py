@@ -15,6 +15,8 @@ from services.settings import Settings
 
 
 def run_demo(settings: Settings, file: Path, *, cloze: bool, console: Console) -> int:
+    settings = settings.model_copy(deep=True)
+    settings.api.port = 0  # any free port: the demo is its own client
     with console.status("starting Kafka, the LLM server, the worker and the API..."):
         stack = start_stack(settings, api=True)
     try:

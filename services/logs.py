@@ -27,5 +27,6 @@ def configure_logging(level: str = "INFO", json_output: bool | None = None) -> N
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s", force=True
     )
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLevelName(level)))

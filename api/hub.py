@@ -37,6 +37,7 @@ class DocumentView:
     snapshot: DocumentProgress
     events: deque[tuple[Position, DocumentProgress]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     deck: DeckAssembled | None = None
+    card_ids: set[str] = field(default_factory=set)  # cards already streamed
     subscribers: set[asyncio.Queue[tuple[Position, DocumentProgress] | None]] = field(default_factory=set)
 
 
@@ -137,6 +138,11 @@ class ProgressHub:
             view = self.docs[event.document_id] = DocumentView(snapshot=event)
         elif event.generation < view.snapshot.generation:
             return
+        if event.kind == "card" and event.new_cards:
+            ids = {c.card_id for c in event.new_cards}
+            if ids <= view.card_ids:
+                return  # re-sent after a worker crash: the client has these cards already
+            view.card_ids |= ids
         view.snapshot = event
         view.events.append((pos, event))
         for q in list(view.subscribers):

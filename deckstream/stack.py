@@ -103,13 +103,16 @@ def start_llm_for(stack: Stack) -> None:
 
 
 def start_worker_for(stack: Stack, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
-    proc = stack.spawn("worker", "worker")
     log = stack.logs / "worker.log"
+    offset = log.stat().st_size if log.exists() else 0  # a restarted worker appends to the same log
+    proc = stack.spawn("worker", "worker")
 
     def ready() -> bool:
         if proc.poll() is not None:
             raise RuntimeError(f"the worker exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        return WORKER_READY in log.read_bytes()
+        with log.open("rb") as f:
+            f.seek(offset)
+            return WORKER_READY in f.read()
 
     wait_until(ready, timeout_s, interval=0.2, what="the Faust worker to report Ready")
     return proc

@@ -77,6 +77,7 @@ class ChunkCreated(Event):
     card_types: list[str]
     cards_per_chunk: int
     attempt: int = 0
+    lane: str = "bulk"  # interactive or bulk (added in the second ChunkCreated schema)
 
 
 class ChunksPlanned(Event):

@@ -30,6 +30,8 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(4, ge=1, description="partitions of every pipeline topic")
     replication: int = Field(1, ge=1)
     heap: str = "512m"
+    session_timeout_s: float = Field(10.0, gt=0, description="how soon a dead worker's partitions move")
+    bulk_buffer: int = Field(2048, ge=1, description="bulk-lane chunks buffered in a worker")
     startup_timeout_s: float = 120.0
 
 

@@ -216,7 +216,8 @@ def track(state: DocumentState | None, event: Event) -> Outcome:
             return Outcome(state)
         for failed in st.failed.values():
             chunk = failed.chunk
-            out.retries.append(chunk.model_copy(update={"attempt": chunk.attempt + 1}))
+            # A user's retry is interactive work: it takes the lane no book can block.
+            out.retries.append(chunk.model_copy(update={"attempt": chunk.attempt + 1, "lane": "interactive"}))
         st.failed, st.finished, st.error = {}, False, None
         st.status = "generating"
         out.progress.append(_snapshot(st, "progress"))

@@ -39,6 +39,8 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         broker_commit_every=50,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
+        broker_session_timeout=settings.kafka.session_timeout_s,  # a dead worker's partitions move on soon
+        broker_heartbeat_interval=min(3.0, settings.kafka.session_timeout_s / 3),
         stream_processing_timeout=600,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
@@ -47,9 +49,10 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         value_serializer=CODEC,
     )
 
-    def topic(*specs: topics.TopicSpec) -> faust.TopicT:
+    def topic(*specs: topics.TopicSpec, maxsize: int | None = None) -> faust.TopicT:
         return app.topic(
             *(s.name for s in specs),
+            maxsize=maxsize,
             partitions=partitions,
             key_serializer="raw",
             value_serializer=CODEC,
@@ -57,7 +60,10 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         )
 
     res = PipelineResources(settings, bootstrap)
-    chunks, interactive = topic(topics.CHUNKS), topic(topics.CHUNKS_INTERACTIVE)
+    # One consumer feeds every agent: when a channel is full the whole consumer waits. The bulk
+    # lane gets a deep buffer so a book's backlog never holds back the interactive lane's chunks.
+    chunks = topic(topics.CHUNKS, maxsize=settings.kafka.bulk_buffer)
+    interactive = topic(topics.CHUNKS_INTERACTIVE)
     cards = topic(topics.CARDS)
     extract.register(app, res, topic(topics.UPLOADED), topic(topics.PAGES), chunks, interactive, cards)
     generate.register(app, res, chunks, interactive, topic(topics.CHUNKS_RETRY), cards, topic(topics.DLQ))

@@ -41,7 +41,7 @@ async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]
             await asyncio.to_thread(close)
 
 
-def _chunk_event(up: DocumentUploaded, chunk: Chunk) -> ChunkCreated:
+def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
     return ChunkCreated(
         **up.ids(),
         chunk_index=chunk.index,
@@ -51,6 +51,7 @@ def _chunk_event(up: DocumentUploaded, chunk: Chunk) -> ChunkCreated:
         filename=up.filename,
         card_types=up.card_types,
         cards_per_chunk=up.cards_per_chunk,
+        lane=lane,
     )
 
 
@@ -83,7 +84,8 @@ def register(
         async def emit(new: list[Chunk]) -> None:
             nonlocal n_chunks
             for chunk in new:
-                await lane.send(key=up.document_id, value=_chunk_event(up, chunk))
+                name = "interactive" if lane is interactive else "bulk"
+                await lane.send(key=up.document_id, value=_chunk_event(up, chunk, name))
                 n_chunks += 1
 
         try:

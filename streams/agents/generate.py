@@ -58,7 +58,7 @@ def register(
                 continue
             due = ev.occurred_at / 1000 + cfg.retry_delay_s * 2 ** (ev.attempt - 1)
             await asyncio.sleep(max(0.0, due - time.time()))
-            await bulk.send(key=ev.document_id, value=ev)
+            await (interactive if ev.lane == "interactive" else bulk).send(key=ev.document_id, value=ev)
 
     async def generate_one(ev: ChunkCreated, priority: int) -> None:
         if res.is_cancelled(ev.document_id, ev.generation):
@@ -122,7 +122,8 @@ def register(
                     value=ev.model_copy(update={"attempt": ev.attempt + 1, "occurred_at": now_ms()}),
                 )
                 return
-            await failed(ev, exc.reason, exc.code, bound)
+            rounds = f"gave up after {ev.attempt + 1} round(s) of {cfg.max_attempts} attempts"
+            await failed(ev, f"{exc.reason} ({rounds})", exc.code, bound)
             return
         except DeckstreamError as exc:
             await failed(ev, exc.reason, exc.code, bound)

@@ -21,12 +21,24 @@ pytestmark = [pytest.mark.kafka, pytest.mark.llm]
 def test_up_serves_the_api_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("DECKSTREAM_")}
-    env.update({"DECKSTREAM_HOME": str(tmp_path), "DECKSTREAM_LLM_MODEL": "gemma3-270m",
-                "DECKSTREAM_API_TOKEN": TOKEN, "DECKSTREAM_LLM_N_PARALLEL": "1"})
+    env.update(
+        {
+            "DECKSTREAM_HOME": str(tmp_path),
+            "DECKSTREAM_LLM_MODEL": "gemma3-270m",
+            "DECKSTREAM_API_TOKEN": TOKEN,
+            "DECKSTREAM_LLM_N_PARALLEL": "1",
+        }
+    )
     log = (tmp_path / "up.log").open("wb")
-    up = subprocess.Popen([sys.executable, "-m", "deckstream", "up", "--port", str(port)], env=env,
-                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "deckstream", "up", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
+
         def ready() -> bool:
             assert up.poll() is None, (tmp_path / "up.log").read_text()[-3000:]
             try:

@@ -69,7 +69,9 @@ def latin1_lecture(tmp_path: Path) -> Path:
         "macdowell_lecture_latin1.txt",
     ],
 )
-def test_upload_streams_progress_and_yields_a_cited_deck(client: DeckstreamClient, name: str, tmp_path: Path) -> None:
+def test_upload_streams_progress_and_yields_a_cited_deck(
+    client: DeckstreamClient, name: str, tmp_path: Path
+) -> None:
     path = latin1_lecture(tmp_path) if name.startswith("macdowell") else corpus_file(name)
     started = time.monotonic()
     r = client.upload(path)

@@ -248,10 +248,34 @@ def test_page_ledger_lists_every_page_once_in_order(client: TestClient, parts: t
     from services.events import PageInfo
 
     hub = parts[2]
-    for n, reason in ((2, "image-only page; OCR found no text"), (1, None), (2, "image-only page; OCR found no text")):
-        info = PageInfo(number=n, label=str(n), section=["Intro"], method="skipped" if reason else "text",
-                        reason=reason, chars=0 if reason else 120, tokens=0 if reason else 30)
+    for n, reason in (
+        (2, "image-only page; OCR found no text"),
+        (1, None),
+        (2, "image-only page; OCR found no text"),
+    ):
+        info = PageInfo(
+            number=n,
+            label=str(n),
+            section=["Intro"],
+            method="skipped" if reason else "text",
+            reason=reason,
+            chars=0 if reason else 120,
+            tokens=0 if reason else 30,
+        )
         hub.feed(progress("d5", kind="page", page=info))
     ledger = client.get("/v1/documents/d5/pages", headers=AUTH).json()
     assert [(p["number"], p["method"], p["reason"]) for p in ledger["pages"]] == [
-        (1, "text", None), (2, "skipped", "image-only page; OCR found no text")]
+        (1, "text", None),
+        (2, "skipped", "image-only page; OCR found no text"),
+    ]
+
+
+def test_cards_resent_after_a_worker_crash_are_streamed_once(client: TestClient, parts: tuple) -> None:
+    hub = parts[2]
+    card = Card("c7", "basic", "What is replay?", "Reading the log again.", "f.pdf", 1, "1", (), 0, "v1")
+    hub.feed(progress("d6", kind="card", new_cards=[card]))
+    hub.feed(progress("d6", kind="card", new_cards=[card]))  # the same chunk's result, delivered again
+    hub.feed(progress("d6", kind="done", status="completed", chunks_done=2, progress=1.0))
+    with client.stream("GET", "/v1/documents/d6/events", headers=AUTH) as r:
+        names = [line[7:] for line in "".join(r.iter_text()).splitlines() if line.startswith("event: ")]
+    assert names.count("card") == 1 and names[-1] == "done"

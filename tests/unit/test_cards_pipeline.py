@@ -21,7 +21,9 @@ def chunk(text: str = "Photosynthesis makes glucose.", page: int = 3) -> Chunk:
 
 def test_cache_hit_restamps_document_fields(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path)
-    key = cache_key(chunk(), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3)
+    key = cache_key(
+        chunk(), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3
+    )
     assert load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf") is None
     store_cached(blobs, key, [card("What is made?"), card("Where?")])
     hit = load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf")
@@ -65,9 +67,13 @@ def test_near_duplicate_questions_across_chunks_are_dropped() -> None:
 
 def test_deck_is_the_union_of_chunk_cards_in_order_without_exact_repeats(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path)
-    store_chunk_cards(blobs, "d", 1, 1, [card("Why is the sky blue?", cid="b"), card("What is Kafka?", cid="c")])
+    store_chunk_cards(
+        blobs, "d", 1, 1, [card("Why is the sky blue?", cid="b"), card("What is Kafka?", cid="c")]
+    )
     store_chunk_cards(blobs, "d", 1, 0, [card("What is a log?", cid="a")])
-    store_chunk_cards(blobs, "d", 1, 1, [card("Why is the sky blue?", cid="b"), card("what is  kafka", cid="c")])
+    store_chunk_cards(
+        blobs, "d", 1, 1, [card("Why is the sky blue?", cid="b"), card("what is  kafka", cid="c")]
+    )
     store_chunk_cards(blobs, "d", 2, 0, [card("Another generation?", cid="z")])
     cards = collect_cards(blobs, "d", 1)
     assert [c.card_id for c in cards] == ["a", "b", "c"]  # redelivery overwrote chunk 1; gen 2 apart

@@ -155,3 +155,19 @@ def test_faust_codec_round_trips_events_and_refuses_other_values() -> None:
     assert codec.loads(codec.dumps(p)) == p
     with pytest.raises(TypeError):
         codec.dumps({"not": "an event"})
+
+
+def test_chunks_written_before_lanes_existed_read_as_bulk() -> None:
+    old = sorted(
+        p
+        for p in (HERE / "history").glob("ChunkCreated.*.avsc")
+        if "lane" not in {f["name"] for f in json.loads(p.read_text())["fields"]}
+    )
+    assert old, "the first ChunkCreated schema is kept in history"
+    writer = json.loads(old[0].read_text())
+    datum = _sample(writer, {})
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + schema_fingerprint(writer))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(writer), datum)
+    event = decode(buf.getvalue())
+    assert isinstance(event, ChunkCreated) and event.lane == "bulk"

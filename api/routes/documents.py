@@ -56,24 +56,10 @@ class Status(BaseModel):
 
 
 def status_of(view: DocumentView) -> Status:
-    s = view.snapshot
     failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
+    counters = view.snapshot.model_dump(include=set(Status.model_fields) - {"failures", "deck_cards"})
     return Status(
-        document_id=s.document_id,
-        filename=s.filename,
-        generation=s.generation,
-        status=s.status,
-        created_at=s.created_at,
-        pages_total=s.pages_total,
-        pages_done=s.pages_done,
-        chunks_total=s.chunks_total,
-        chunks_done=s.chunks_done,
-        chunks_failed=s.chunks_failed,
-        cards=s.cards,
-        progress=s.progress,
-        error=s.error,
-        failures=failures,
-        deck_cards=view.deck.cards if view.deck is not None else None,
+        **counters, failures=failures, deck_cards=view.deck.cards if view.deck is not None else None
     )
 
 

@@ -36,19 +36,17 @@ def register(
 ) -> tuple[Any, Any, Any]:
     cfg = res.settings.llm
 
-    @app.agent(interactive, concurrency=cfg.max_in_flight)
-    async def generate_interactive(stream: Any) -> None:
-        await res.wait_ready()
-        async for ev in stream:
-            if isinstance(ev, ChunkCreated):
-                await generate_one(ev, INTERACTIVE)
+    def lane(topic: Any, priority: int, name: str) -> Any:
+        async def consume(stream: Any) -> None:
+            await res.wait_ready()
+            async for ev in stream:
+                if isinstance(ev, ChunkCreated):
+                    await generate_one(ev, priority)
 
-    @app.agent(bulk, concurrency=cfg.max_in_flight)
-    async def generate_bulk(stream: Any) -> None:
-        await res.wait_ready()
-        async for ev in stream:
-            if isinstance(ev, ChunkCreated):
-                await generate_one(ev, BULK)
+        return app.agent(topic, name=name, concurrency=cfg.max_in_flight)(consume)
+
+    generate_interactive = lane(interactive, INTERACTIVE, "generate-interactive")
+    generate_bulk = lane(bulk, BULK, "generate-bulk")
 
     @app.agent(retry)
     async def retry_later(stream: Any) -> None:
@@ -61,7 +59,7 @@ def register(
             await (interactive if ev.lane == "interactive" else bulk).send(key=ev.document_id, value=ev)
 
     async def generate_one(ev: ChunkCreated, priority: int) -> None:
-        if res.is_cancelled(ev.document_id, ev.generation):
+        if res.is_settled(ev.document_id, ev.generation, ev.attempt):
             return
         bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index, attempt=ev.attempt)
         chunk = Chunk(index=ev.chunk_index, segments=tuple(ev.segments), tokens=ev.tokens)

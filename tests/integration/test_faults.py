@@ -23,11 +23,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from deckstream.client import DeckstreamClient, SSEEvent
-from deckstream.stack import Stack, start_api_for, start_worker_for
+from deckstream.stack import Stack, start_stack, start_worker_for
 from services import topics
 from services.events import ChunkFailed, decode
 from services.process import die_with_parent, free_port, terminate, wait_until
-from tests.conftest import TOKEN, corpus_file, stack_settings
+from tests.conftest import corpus_file, stack_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -122,22 +122,9 @@ def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_url: str) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("faults")
-    settings = stack_settings(home, kafka_bootstrap, sim_url, llm={"url": sim_url, **LLM})
-    (home / "logs").mkdir()
-    st = Stack(settings, home / "logs")
-    try:
-        start_worker_for(st)
-        start_api_for(st)
-        yield st
-    finally:
-        st.stop()
-
-
-@pytest.fixture()
-def client(stack: Stack) -> Iterator[DeckstreamClient]:
-    assert stack.api_url is not None
-    with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as c:
-        yield c
+    st = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm={"url": sim_url, **LLM}), api=True)
+    yield st
+    st.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -13,31 +13,17 @@ from typing import Any
 import pytest
 
 from deckstream.client import DeckstreamClient, SSEEvent
-from deckstream.stack import Stack, start_api_for, start_worker_for
-from tests.conftest import TOKEN, corpus_file, stack_settings
+from deckstream.stack import Stack, start_stack
+from tests.conftest import corpus_file, stack_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.llm]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, llm_url: str) -> Iterator[Stack]:
-    home = tmp_path_factory.mktemp("pipeline")
-    settings = stack_settings(home, kafka_bootstrap, llm_url)
-    (home / "logs").mkdir()
-    st = Stack(settings, home / "logs")
-    try:
-        start_worker_for(st)
-        start_api_for(st)
-        yield st
-    finally:
-        st.stop()
-
-
-@pytest.fixture()
-def client(stack: Stack) -> Iterator[DeckstreamClient]:
-    assert stack.api_url is not None
-    with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as c:
-        yield c
+    st = start_stack(stack_settings(tmp_path_factory.mktemp("pipeline"), kafka_bootstrap, llm_url), api=True)
+    yield st
+    st.stop()
 
 
 def follow(client: DeckstreamClient, document_id: str, deadline_s: float = 300) -> list[SSEEvent]:

@@ -22,6 +22,10 @@ TEN_PAGES = CORPUS / "bee4750_hw01_julia-intro.pdf"
 HEAD_START_S = 5.0
 
 
+def _r(seconds: float | None) -> float | None:
+    return round(seconds, 3) if seconds is not None else None
+
+
 def main() -> None:
     with sim_stack(SIM) as run:
         client = run.client
@@ -48,6 +52,11 @@ def main() -> None:
         "with_book_s": round(contended["wall_s"], 3),
         "ratio": round(contended["wall_s"] / alone["wall_s"], 2),
         "ratio_target": 2.0,
+        "first_card_s": {"alone": _r(alone["first_card_s"]), "with_book": _r(contended["first_card_s"])},
+        "chunks_planned_s": {
+            "alone": _r(alone["chunks_planned_s"]),
+            "with_book": _r(contended["chunks_planned_s"]),
+        },
         "status_alone": alone["status"],
         "status_with_book": contended["status"],
         "llm_calls_while_small_ran": calls,

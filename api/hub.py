@@ -157,6 +157,9 @@ class ProgressHub:
         """Show a just-accepted upload before the pipeline reports on it."""
         self.docs.setdefault(snapshot.document_id, DocumentView(snapshot=snapshot))
 
+    def subscribers(self) -> int:
+        return sum(len(v.subscribers) for v in self.docs.values())
+
     def subscribe(self, document_id: str) -> asyncio.Queue[tuple[Position, DocumentProgress] | None]:
         q: asyncio.Queue[tuple[Position, DocumentProgress] | None] = asyncio.Queue(maxsize=QUEUE_LIMIT)
         self.docs[document_id].subscribers.add(q)

@@ -18,6 +18,7 @@ from services.blobs import TooLarge
 from services.errors import EmptyFile, FileTooLarge, InputRejected
 from services.events import CancelDocument, DocumentProgress, DocumentUploaded, RetryFailedChunks, now_ms
 from services.extraction import check_upload
+from services.settings import CardSettings
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 MULTIPART_SLACK = 64 * 1024
@@ -70,12 +71,15 @@ def find(state: ApiState, tenant_id: str, document_id: str) -> DocumentView:
     return view
 
 
-def _parse_options(raw: str | None) -> UploadOptions:
-    if not raw:
-        return UploadOptions()
+def _parse_options(raw: str | None, defaults: CardSettings) -> UploadOptions:
+    """The caller's options over the configured defaults (DECKSTREAM_CARDS_TYPES, _PER_CHUNK)."""
+    base = {"card_types": defaults.types, "cards_per_chunk": defaults.per_chunk}
     try:
-        return UploadOptions.model_validate(json.loads(raw))
-    except (json.JSONDecodeError, ValidationError) as exc:
+        given = json.loads(raw) if raw else {}
+        if not isinstance(given, dict):
+            raise ValueError("options must be a JSON object")
+        return UploadOptions.model_validate({**base, **given})
+    except (ValueError, ValidationError) as exc:
         raise Problem(422, f"invalid options: {exc}", "invalid-options") from exc
 
 
@@ -92,7 +96,7 @@ async def upload(
 ) -> Accepted:
     """Accept a document; it is queued for extraction and card generation."""
     limits = state.settings.limits
-    opts = _parse_options(options)
+    opts = _parse_options(options, state.settings.cards)
     try:
         uri, sha256, size = await asyncio.to_thread(
             state.blobs.put_upload, file.file, max_bytes=limits.max_upload_bytes

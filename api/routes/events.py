@@ -71,6 +71,10 @@ async def events(
 ) -> EventSourceResponse:
     """Live progress as Server-Sent Events; resumes after Last-Event-ID."""
     find(state, caller.tenant_id, document_id)
+    if state.hub.subscribers() >= state.settings.api.max_subscribers:
+        raise Problem(
+            503, "too many open event streams; try again shortly", "too-many-streams", {"Retry-After": "5"}
+        )
     cursor = _cursor(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
     hub = state.hub
 

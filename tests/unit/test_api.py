@@ -279,3 +279,24 @@ def test_cards_resent_after_a_worker_crash_are_streamed_once(client: TestClient,
     with client.stream("GET", "/v1/documents/d6/events", headers=AUTH) as r:
         names = [line[7:] for line in "".join(r.iter_text()).splitlines() if line.startswith("event: ")]
     assert names.count("card") == 1 and names[-1] == "done"
+
+
+def test_options_fall_back_to_configured_defaults_and_must_be_an_object(
+    client: TestClient, parts: tuple
+) -> None:
+    r = upload(client, "bee4750_syllabus.docx", options=json.dumps({"cards_per_chunk": 7}))
+    assert r.status_code == 202  # type: ignore[attr-defined]
+    ((_, event),) = parts[1].sent
+    assert (event.card_types, event.cards_per_chunk) == (["basic"], 7)
+    r = upload(client, "bee4750_syllabus.docx", options="[1, 2]")
+    assert r.status_code == 422 and "object" in r.json()["detail"]  # type: ignore[attr-defined]
+
+
+def test_event_streams_beyond_the_cap_get_503(parts: tuple) -> None:
+    settings, publisher, hub = parts
+    settings.api.max_subscribers = 0
+    with TestClient(create_app(settings, publisher=publisher, hub=hub)) as c:
+        hub.feed(progress("d8"))
+        r = c.get("/v1/documents/d8/events", headers=AUTH)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert r.headers["content-type"] == "application/problem+json"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from services.credentials import load_or_create_token
 from services.logs import configure_logging
+from services.process import raise_keyboard_interrupt
 from services.settings import get_settings
 
 app = typer.Typer(
@@ -129,14 +129,10 @@ def demo(
     raise typer.Exit(run_demo(get_settings(), file, cloze=cloze, console=console))
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 def main() -> None:
     # SIGTERM from a supervisor stops `up` and `demo` as cleanly as Ctrl-C (uvicorn and Faust
     # install their own handlers in `api` and `worker`).
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     configure_logging()  # to stderr: stdout carries results (`BOOTSTRAP=$(deckstream kafka up --detach)`)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     _mount()

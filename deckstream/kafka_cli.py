@@ -12,7 +12,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
@@ -34,7 +33,7 @@ from infra.kafka.launcher import (
     write_state,
 )
 from services import topics
-from services.process import pid_alive
+from services.process import pid_alive, raise_keyboard_interrupt
 from services.settings import Settings, get_settings
 
 app = typer.Typer(
@@ -44,14 +43,10 @@ app = typer.Typer(
 err = Console(stderr=True)
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
-
-
 @contextlib.contextmanager
 def _interrupt_on_termination() -> Iterator[None]:
     """SIGTERM and SIGHUP act like Ctrl-C, so every way of ending ``up`` stops the broker."""
-    previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.signal(sig, raise_keyboard_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         yield
     finally:

@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import os
 import signal
-from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
+from services.process import raise_keyboard_interrupt
+
 app = typer.Typer(help="Run the local llama.cpp server or the LLM simulator.", no_args_is_help=True)
 err = Console(stderr=True)
-
-
-def _raise_interrupt(signum: int, frame: FrameType | None) -> NoReturn:
-    raise KeyboardInterrupt
 
 
 @app.command()
@@ -40,7 +37,7 @@ def serve(
     cfg = settings.llm
     name = model or cfg.model
     for sig in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: a background job ignores it
-        signal.signal(sig, _raise_interrupt)
+        signal.signal(sig, raise_keyboard_interrupt)
     try:
         with err.status(f"starting {name} (llama.cpp)..."):
             server = start_local_llm(

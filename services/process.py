@@ -16,7 +16,8 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from types import FrameType
+from typing import NoReturn, TypeVar
 
 T = TypeVar("T")
 
@@ -157,3 +158,8 @@ def exit_when_orphaned(parent_pid: int, grace_s: float = 10.0, interval: float =
     thread = threading.Thread(target=watch, name="orphan-watch", daemon=True)
     thread.start()
     return thread
+
+
+def raise_keyboard_interrupt(_signum: int, _frame: FrameType | None) -> NoReturn:
+    """A signal handler that makes SIGTERM (or SIGHUP) stop a command the way Ctrl-C does."""
+    raise KeyboardInterrupt

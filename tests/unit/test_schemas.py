@@ -67,14 +67,18 @@ def _sample(schema: Any, named: dict[str, Any]) -> Any:
     return _sample(kind, named)
 
 
+def _written_by(writer: dict[str, Any]) -> bytes:
+    """A sample event as that (old) writer schema encoded it, single-object framed."""
+    buf = io.BytesIO()
+    buf.write(b"\xc3\x01" + schema_fingerprint(writer))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(writer), _sample(writer, {}))
+    return buf.getvalue()
+
+
 @pytest.mark.parametrize("path", sorted((HERE / "history").glob("*.avsc")), ids=lambda p: p.name)
 def test_every_past_writer_schema_is_still_readable(path: Path) -> None:
     writer = json.loads(path.read_text())
-    datum = _sample(writer, {})
-    buf = io.BytesIO()
-    buf.write(b"\xc3\x01" + schema_fingerprint(writer))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(writer), datum)
-    name, record = REGISTRY.decode(buf.getvalue())
+    name, record = REGISTRY.decode(_written_by(writer))
     assert name == writer["name"].rsplit(".", 1)[-1]
     assert set(record) == {f["name"] for f in REGISTRY.current[name]["fields"]}
 
@@ -165,9 +169,5 @@ def test_chunks_written_before_lanes_existed_read_as_bulk() -> None:
     )
     assert old, "the first ChunkCreated schema is kept in history"
     writer = json.loads(old[0].read_text())
-    datum = _sample(writer, {})
-    buf = io.BytesIO()
-    buf.write(b"\xc3\x01" + schema_fingerprint(writer))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(writer), datum)
-    event = decode(buf.getvalue())
+    event = decode(_written_by(writer))
     assert isinstance(event, ChunkCreated) and event.lane == "bulk"

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -34,9 +35,10 @@ class TooLarge(Exception):
 
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
-        self.root = root
-        (root / "sha256").mkdir(parents=True, exist_ok=True)
-        (root / "tmp").mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
+        (self.root / "sha256").mkdir(parents=True, exist_ok=True)
+        (self.root / "tmp").mkdir(parents=True, exist_ok=True)
+        self._made: set[Path] = set()  # folders known to exist: one mkdir per folder, not per write
 
     def put_upload(self, src: BinaryIO, *, max_bytes: int) -> tuple[str, str, int]:
         """Copy a stream into the store, hashing as it goes; returns (uri, sha256, size).
@@ -67,18 +69,22 @@ class LocalBlobStore:
         if not uri.startswith(SCHEME):
             raise ValueError(f"not a blob URI: {uri}")
         key = uri[len(SCHEME) :]
-        target = (self.root / key).resolve()
-        if self.root.resolve() not in target.parents:
+        # Keys are relative paths of plain names: checked lexically, no filesystem calls
+        # (symlinks inside the store are ours; nothing outside can be named).
+        parts = key.split("/")
+        if not key or key.startswith("/") or "\\" in key or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"blob URI escapes the store: {uri}")
-        return target
+        return self.root.joinpath(*parts)
 
     def put_json(self, key: str, value: Any) -> str:
         """Write atomically (same key, same content on redelivery: idempotent)."""
         uri = SCHEME + key
         target = self.path(uri)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as out:
+        if target.parent not in self._made:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._made.add(target.parent)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        with open(tmp, "w", encoding="utf-8") as out:
             json.dump(value, out, ensure_ascii=False)
         os.replace(tmp, target)
         return uri
@@ -96,5 +102,6 @@ class LocalBlobStore:
         target = self.path(uri)
         if target.is_dir():
             shutil.rmtree(target)
+            self._made.clear()
         elif target.exists():
             target.unlink()

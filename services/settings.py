@@ -32,6 +32,8 @@ class KafkaSettings(BaseModel):
     heap: str = "512m"
     session_timeout_s: float = Field(10.0, gt=0, description="how soon a dead worker's partitions move")
     bulk_buffer: int = Field(2048, ge=1, description="bulk-lane chunks buffered in a worker")
+    track_batch: int = Field(500, ge=1, description="facts the tracker folds into one table write")
+    track_within_s: float = Field(0.02, gt=0, description="longest wait to fill a tracker batch")
     startup_timeout_s: float = 120.0
 
 

@@ -154,7 +154,10 @@ def track(state: DocumentState | None, event: Event) -> Outcome:
         )
     if event.generation != state.generation:
         return Outcome(state)
-    st = state.model_copy(deep=True)
+    # A new state with its own containers; the values in them (ints, frozen events) are shared.
+    st = state.model_copy(
+        update={"pages": list(state.pages), "done": dict(state.done), "failed": dict(state.failed)}
+    )
     out = Outcome(st)
     if isinstance(event, CancelDocument):
         if st.status not in TERMINAL:
@@ -225,4 +228,25 @@ def track(state: DocumentState | None, event: Event) -> Outcome:
     else:
         return Outcome(state)
     _maybe_finish(st, out)
+    return out
+
+
+def coalesce_cards(events: list[DocumentProgress]) -> list[DocumentProgress]:
+    """A batch's progress events with each document's successive card events merged into one.
+
+    The merged event carries every new card, in order, and the later snapshot's counters, so a
+    client sees the same cards and the same final numbers in fewer events. Each document's
+    events keep their order.
+    """
+    out: list[DocumentProgress] = []
+    latest: dict[str, int] = {}  # document id -> position in out of its latest event
+    for ev in events:
+        at = latest.get(ev.document_id)
+        if at is not None:
+            prev = out[at]
+            if prev.kind == ev.kind == "card" and prev.generation == ev.generation:
+                out[at] = ev.model_copy(update={"new_cards": [*prev.new_cards, *ev.new_cards]})
+                continue
+        latest[ev.document_id] = len(out)
+        out.append(ev)
     return out

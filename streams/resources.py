@@ -14,7 +14,8 @@ from services import topics
 from services.blobs import BlobStore, LocalBlobStore
 from services.breaker import CircuitBreaker
 from services.events import CancelDocument, DeckAssembled, decode
-from services.llm import LLMClient, Profile, build_llm_client, detect_profile
+from services.http import llm_http_client
+from services.llm import LLMClient, Profile, build_llm_client, detect_profile, http_timeout
 from services.scheduler import InflightScheduler
 from services.settings import Settings
 
@@ -55,12 +56,7 @@ class PipelineResources(faust.Service):
             raise RuntimeError(
                 "DECKSTREAM_LLM_URL is not set: `deckstream up` sets it, or point it at a server"
             )
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(cfg.timeout_s, connect=cfg.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=cfg.max_in_flight + 4, max_keepalive_connections=cfg.max_in_flight
-            ),
-        )
+        self.http = llm_http_client(cfg.max_in_flight, http_timeout(cfg))
         self.llm = build_llm_client(self.http, cfg, cfg.url)
         self.profile = (
             cfg.profile if cfg.profile != "auto" else await detect_profile(self.http, cfg.url, cfg.kind)

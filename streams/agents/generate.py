@@ -76,15 +76,21 @@ def register(
             per_chunk=per_chunk,
         )
         started = time.monotonic()
-        cached = await asyncio.to_thread(
-            load_cached,
-            res.blobs,
-            key,
-            document_id=ev.document_id,
-            generation=ev.generation,
-            chunk_index=ev.chunk_index,
-            filename=ev.filename,
-        )
+
+        def reuse() -> list[Card] | None:  # one thread hop: look up, and file a hit as this chunk's
+            hit = load_cached(
+                res.blobs,
+                key,
+                document_id=ev.document_id,
+                generation=ev.generation,
+                chunk_index=ev.chunk_index,
+                filename=ev.filename,
+            )
+            if hit is not None:
+                store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, hit)
+            return hit
+
+        cached = await asyncio.to_thread(reuse)
         if cached is not None:
             await done(ev, cached, dropped=0, attempts=0, version=version, started=started)
             return
@@ -130,7 +136,12 @@ def register(
             bound.exception("chunk crashed")
             await failed(ev, f"internal error: {type(exc).__name__}: {exc}", "internal", bound)
             return
-        await asyncio.to_thread(store_cached, res.blobs, key, result.cards)
+
+        def keep() -> None:  # one thread hop: the cache entry and this chunk's cards
+            store_cached(res.blobs, key, result.cards)
+            store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
+
+        await asyncio.to_thread(keep)
         await done(
             ev,
             result.cards,
@@ -143,9 +154,7 @@ def register(
     async def done(
         ev: ChunkCreated, made: list[Card], *, dropped: int, attempts: int, version: str, started: float
     ) -> None:
-        await asyncio.to_thread(
-            store_chunk_cards, res.blobs, ev.document_id, ev.generation, ev.chunk_index, made
-        )
+        """Announce a chunk's cards, already stored where the deck assembly reads them."""
         await cards.send(
             key=ev.document_id,
             value=CardsGenerated(

@@ -15,7 +15,7 @@ import structlog
 from services.decks import collect_cards, store_deck
 from services.dedup import drop_near_duplicates
 from services.events import DeckAssembled, Event
-from services.tracking import DocumentState, Outcome, track
+from services.tracking import DocumentState, Outcome, coalesce_cards, track
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
@@ -25,12 +25,21 @@ def register(
     app: faust.App,
     res: PipelineResources,
     facts: Any,
-    progress: Any,
+    progress_topic: Any,
     decks: Any,
     chunks: Any,
     partitions: int,
 ) -> Any:
-    table = app.Table("documents", default=None, partitions=partitions, key_type=str, value_type=bytes)
+    # use_partitioner: the changelog partition comes from the key (as for every input topic,
+    # keyed by document id), not from "the current event", which a batch does not have.
+    table = app.Table(
+        "documents",
+        default=None,
+        partitions=partitions,
+        key_type=str,
+        value_type=bytes,
+        use_partitioner=True,
+    )
     # Decoded states of this worker's documents: the table (changelogged) stays the truth, this
     # only saves parsing the JSON on every event. Dropped when partitions move to another worker.
     decoded: dict[str, DocumentState] = {}
@@ -48,15 +57,27 @@ def register(
     @app.agent(facts)
     async def track_documents(stream: Any) -> None:
         await res.wait_ready()
-        async for event in stream:
-            if not isinstance(event, Event):
-                continue
-            state = load(event.document_id)
-            outcome = track(state, event)
-            await emit(event, outcome)
-            if outcome.state is not None and outcome.state is not state:
-                decoded[event.document_id] = outcome.state
-                table[event.document_id] = outcome.state.model_dump_json().encode()
+        # Batches: a book's 1,000 facts arrive within seconds; each document's state is written
+        # to the table once per batch, and its cards go out as one progress event per batch.
+        async for batch in stream.take(
+            res.settings.kafka.track_batch, within=res.settings.kafka.track_within_s
+        ):
+            changed: dict[str, DocumentState] = {}
+            sends: list[tuple[Event, Outcome]] = []
+            for event in batch:
+                if not isinstance(event, Event):
+                    continue
+                state = load(event.document_id)
+                outcome = track(state, event)
+                sends.append((event, outcome))
+                if outcome.state is not None and outcome.state is not state:
+                    decoded[event.document_id] = changed[event.document_id] = outcome.state
+            for event, outcome in sends:
+                await emit(event, outcome)
+            for progress in coalesce_cards([p for _, o in sends for p in o.progress]):
+                await progress_topic.send(key=progress.document_id, value=progress)
+            for document_id, st in changed.items():
+                table[document_id] = st.model_dump_json().encode()
 
     async def emit(event: Event, out: Outcome) -> None:
         for retry in out.retries:
@@ -83,7 +104,5 @@ def register(
                 ),
             )
             log.info("deck assembled", document_id=st.document_id, status=out.deck.status, cards=len(cards))
-        for p in out.progress:
-            await progress.send(key=event.document_id, value=p)
 
     return track_documents

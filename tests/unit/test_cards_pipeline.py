@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from services.blobs import LocalBlobStore
 from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.decks import collect_cards, load_deck, store_chunk_cards, store_deck
@@ -79,3 +81,23 @@ def test_deck_is_the_union_of_chunk_cards_in_order_without_exact_repeats(tmp_pat
     assert [c.card_id for c in cards] == ["a", "b", "c"]  # redelivery overwrote chunk 1; gen 2 apart
     uri = store_deck(blobs, "d", 1, "completed", cards)
     assert load_deck(blobs, uri) == cards
+
+
+@pytest.mark.parametrize(
+    "uri", ["blob://../outside.json", "blob://cards/../../x", "blob:///etc/passwd", "blob://a//b", "s3://x"]
+)
+def test_blob_uris_cannot_name_a_file_outside_the_store(tmp_path: Path, uri: str) -> None:
+    blobs = LocalBlobStore(tmp_path / "store")
+    with pytest.raises(ValueError):
+        blobs.path(uri)
+
+
+def test_json_blobs_are_rewritten_whole_and_survive_a_deleted_folder(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    uri = blobs.put_json("cards/d1/g0/000001.json", [1, 2])
+    assert blobs.put_json("cards/d1/g0/000001.json", [3]) == uri
+    assert blobs.get_json(uri) == [3]
+    blobs.delete("blob://cards/d1")
+    blobs.put_json("cards/d1/g0/000002.json", [4])  # the folder is made again
+    assert blobs.list("cards/d1/g0") == ["blob://cards/d1/g0/000002.json"]
+    assert not list(tmp_path.rglob("*.tmp"))

@@ -18,7 +18,7 @@ from services.events import (
     PageExtracted,
     RetryFailedChunks,
 )
-from services.tracking import DocumentState, Outcome, track
+from services.tracking import DocumentState, Outcome, coalesce_cards, track
 
 IDS = {"tenant_id": "t", "document_id": "d", "generation": 1}
 
@@ -217,3 +217,34 @@ def test_an_upload_overtaken_by_other_facts_still_names_the_document() -> None:
     state, outs = run([page(1, 1), upload(), ExtractionEnded(**IDS, status="ok", pages_total=1)])
     assert state is not None and state.filename == "book.pdf" and state.pages == [1]
     assert outs[-1].progress[-1].filename == "book.pdf"
+
+
+def test_tracking_never_changes_the_state_it_was_given() -> None:
+    state, _ = run([upload(), page(1), ChunksPlanned(**IDS, chunks_total=3, pages_total=3), failed(0)])
+    assert state is not None
+    before = state.model_dump()
+    for ev in (page(2), cards(1), failed(2), cards(0), RetryFailedChunks(**IDS), CancelDocument(**IDS)):
+        track(state, ev)
+    assert state.model_dump() == before
+
+
+def test_a_batch_of_card_events_reaches_clients_as_one_event_per_run_with_every_card() -> None:
+    _, outs = run(happy(chunks=3))
+    progress = [p for o in outs for p in o.progress]
+    merged = coalesce_cards(progress)
+    kinds = [p.kind for p in merged]
+    # the three chunks' card events became one; the page and done events are untouched
+    assert kinds == ["progress", "page", "page", "page", "progress", "progress", "card", "done"]
+    card = merged[kinds.index("card")]
+    assert [c.card_id for c in card.new_cards] == [c.card_id for i in range(3) for c in cards(i).cards]
+    assert card.chunks_done == 3 and card.cards == 6
+    assert merged[-1] == progress[-1]
+
+
+def test_card_events_of_two_documents_are_not_mixed() -> None:
+    other = {**IDS, "document_id": "e"}
+    a = track(None, cards(0)).progress[0]
+    b = track(None, CardsGenerated(**{**cards(1).model_dump(), **other})).progress[0]
+    c = track(None, cards(2)).progress[0]
+    merged = coalesce_cards([a, b, c])
+    assert [(p.document_id, len(p.new_cards)) for p in merged] == [("d", 4), ("e", 2)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 from collections.abc import Callable
@@ -216,3 +217,32 @@ async def test_aclose_leaves_the_callers_client_open() -> None:
         await OpenAICompatibleClient(http, "http://llm", "m").aclose()
         await OllamaClient(http, "http://llm", "m").aclose()
         assert not http.is_closed
+
+
+async def test_sharded_transport_spreads_requests_and_frees_a_pool_when_the_response_closes() -> None:
+    from services.http import ShardedTransport
+
+    transport = ShardedTransport(connections=24, pool_size=8)
+    assert len(transport.pools) == 3
+    gate, all_in = asyncio.Event(), asyncio.Event()
+    seen_busy: list[list[int]] = []
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        seen_busy.append(list(transport.busy))
+        if len(seen_busy) == 4:
+            all_in.set()
+        await gate.wait()
+        if request.url.path == "/boom":
+            raise httpx.ConnectError("refused", request=request)
+        return httpx.Response(200, json={"ok": True})
+
+    transport.pools = [httpx.MockTransport(slow) for _ in transport.pools]  # type: ignore[misc]
+    async with httpx.AsyncClient(transport=transport, base_url="http://llm") as http:
+        calls = [asyncio.create_task(http.get(p)) for p in ("/a", "/b", "/c", "/boom")]
+        await asyncio.wait_for(all_in.wait(), 5)
+        assert transport.busy == [2, 1, 1]  # least busy first: one per pool, then the first again
+        gate.set()
+        done = await asyncio.gather(*calls, return_exceptions=True)
+    assert [r.json() for r in done[:3] if isinstance(r, httpx.Response)] == [{"ok": True}] * 3
+    assert isinstance(done[3], httpx.ConnectError)
+    assert transport.busy == [0, 0, 0]  # read responses and the failed request all gave back their pool

@@ -60,6 +60,7 @@ class ProgressHub:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=topics.FETCH_MAX_WAIT_MS,
             max_poll_records=500,
         )
         await self._consumer.start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -89,6 +90,9 @@ def worker(parent: ParentOption = 0) -> None:
 
     configure_logging()
     _watch_parent(parent)
+    # The loop thread holds the GIL for up to 5 ms at a time by default; the threads writing
+    # blobs and reading the extraction subprocess wait that long after every system call.
+    sys.setswitchinterval(0.0005)
     faust_app, resources = build_app(get_settings())
     faust.Worker(faust_app, resources, loglevel="info").execute_from_commandline()
 

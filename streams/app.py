@@ -11,6 +11,7 @@ import faust
 
 from services import topics
 from services.settings import Settings
+from streams import transport
 from streams.agents import extract, generate, track
 from streams.codec import CODEC
 from streams.resources import PipelineResources
@@ -28,7 +29,7 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
     partitions = settings.kafka.partitions
     app = faust.App(
         f"deckstream-g{settings.generation}",
-        broker=[f"kafka://{b}" for b in bootstrap.split(",")],
+        broker=[f"{transport.SCHEME}://{b}" for b in bootstrap.split(",")],
         store="memory://",
         processing_guarantee="at_least_once",
         topic_partitions=partitions,
@@ -36,7 +37,9 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         table_standby_replicas=0,
         stream_buffer_maxsize=32,  # don't prefetch thousands of LLM jobs (strands them on rebalance)
         broker_max_poll_records=50,
-        broker_commit_every=50,
+        # Commits by time only: a count-based commit runs inside Faust's fetch loop and first
+        # flushes the producer, so every 50 acks stopped all delivery for a broker round trip.
+        broker_commit_every=10_000,
         broker_commit_interval=1.0,
         stream_wait_empty=True,
         broker_session_timeout=settings.kafka.session_timeout_s,  # a dead worker's partitions move on soon

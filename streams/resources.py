@@ -69,6 +69,7 @@ class PipelineResources(faust.Service):
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=topics.FETCH_MAX_WAIT_MS,
         )
         await self._control.start()
         self.add_future(self._watch_control())

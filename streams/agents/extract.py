@@ -10,6 +10,7 @@ chunks span pages and a chunker's carry-over would otherwise need a changelogged
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
@@ -29,12 +30,31 @@ T = TypeVar("T")
 _END = object()
 
 
-async def iterate_in_thread(make: Callable[[], Iterator[T]]) -> AsyncIterator[T]:
-    """Drive a blocking iterator from a worker thread, one item at a time."""
+async def iterate_in_thread(
+    make: Callable[[], Iterator[T]], max_items: int = 64, max_wait_s: float = 0.02
+) -> AsyncIterator[T]:
+    """Drive a blocking iterator from a worker thread, several items per trip.
+
+    Each trip takes the next item, then more until max_wait_s has passed or max_items are in
+    (a read that is already under way finishes first): a book's pages do not pay one thread
+    round trip each on an event loop that is busy with LLM calls.
+    """
     it = make()
+
+    def some() -> list[T]:
+        got: list[T] = []
+        deadline = time.monotonic() + max_wait_s
+        while len(got) < max_items and (not got or time.monotonic() < deadline):
+            item = next(it, _END)
+            if item is _END:
+                break
+            got.append(item)  # type: ignore[arg-type]  # not the sentinel
+        return got
+
     try:
-        while (item := await asyncio.to_thread(next, it, _END)) is not _END:
-            yield item  # type: ignore[misc]  # narrowed by the sentinel check
+        while items := await asyncio.to_thread(some):
+            for item in items:
+                yield item
     finally:
         close = getattr(it, "close", None)
         if close is not None:

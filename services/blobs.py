@@ -84,7 +84,12 @@ class LocalBlobStore:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._made.add(target.parent)
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as out:
+        try:
+            out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115  # closed below
+        except FileNotFoundError:  # the folder was removed under us (say, a cache cleared by hand)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115
+        with out:
             json.dump(value, out, ensure_ascii=False)
         os.replace(tmp, target)
         return uri

@@ -41,7 +41,12 @@ def register(
             await res.wait_ready()
             async for ev in stream:
                 if isinstance(ev, ChunkCreated):
-                    await generate_one(ev, priority)
+                    try:
+                        await generate_one(ev, priority)
+                    except Exception:  # never lose the actor; the reconciler resends the chunk
+                        log.exception(
+                            "chunk handling crashed", document_id=ev.document_id, chunk=ev.chunk_index
+                        )
 
         return app.agent(topic, name=name, concurrency=cfg.max_in_flight)(consume)
 
@@ -78,19 +83,27 @@ def register(
         started = time.monotonic()
 
         def reuse() -> list[Card] | None:  # one thread hop: look up, and file a hit as this chunk's
-            hit = load_cached(
-                res.blobs,
-                key,
-                document_id=ev.document_id,
-                generation=ev.generation,
-                chunk_index=ev.chunk_index,
-                filename=ev.filename,
-            )
+            try:
+                hit = load_cached(
+                    res.blobs,
+                    key,
+                    document_id=ev.document_id,
+                    generation=ev.generation,
+                    chunk_index=ev.chunk_index,
+                    filename=ev.filename,
+                )
+            except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable: a miss
+                bound.warning("card cache entry unreadable", error=f"{type(exc).__name__}: {exc}")
+                return None
             if hit is not None:
                 store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, hit)
             return hit
 
-        cached = await asyncio.to_thread(reuse)
+        try:
+            cached = await asyncio.to_thread(reuse)
+        except Exception as exc:
+            await store_failed(ev, exc, bound)
+            return
         if cached is not None:
             await done(ev, cached, dropped=0, attempts=0, version=version, started=started)
             return
@@ -141,7 +154,11 @@ def register(
             store_cached(res.blobs, key, result.cards)
             store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
 
-        await asyncio.to_thread(keep)
+        try:
+            await asyncio.to_thread(keep)
+        except Exception as exc:
+            await store_failed(ev, exc, bound)
+            return
         await done(
             ev,
             result.cards,
@@ -168,6 +185,10 @@ def register(
                 elapsed_ms=int((time.monotonic() - started) * 1000),
             ),
         )
+
+    async def store_failed(ev: ChunkCreated, exc: Exception, bound: Any) -> None:
+        bound.exception("could not store a chunk's cards")
+        await failed(ev, f"could not store the cards: {type(exc).__name__}: {exc}", "internal", bound)
 
     async def failed(ev: ChunkCreated, reason: str, code: str, bound: Any) -> None:
         bound.warning("chunk failed", reason=reason)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,6 +231,23 @@ def test_an_llm_outage_delays_a_document_but_fails_no_chunk(client: DeckstreamCl
     assert final["chunks_done"] == final["chunks_total"]
     deck = client.deck(doc).json()
     assert deck["cards"] and deck["failures"] == []
+
+
+def test_a_card_cache_cleared_by_hand_costs_llm_calls_not_documents(
+    client: DeckstreamClient, sim_url: str, stack: Stack
+) -> None:
+    path = corpus_file("bee4750_syllabus.docx")
+    first = follow(client, upload(client, path))[-1].data
+    assert first["status"] == "completed", first
+    shutil.rmtree(stack.settings.blob_dir / "cache")  # an operator frees disk space
+    before = sim_stats(sim_url)["requests"]
+
+    again = follow(client, upload(client, path))[-1].data
+
+    assert again["status"] == "completed", again
+    assert again["chunks_done"] == first["chunks_done"] and again["cards"] > 0, again
+    assert sim_stats(sim_url)["requests"] - before >= again["chunks_total"], "served without the LLM"
+    assert (stack.settings.blob_dir / "cache").is_dir(), "the cache was not filled again"
 
 
 def test_occasional_503s_lose_no_chunk(client: DeckstreamClient, sim_url: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,11 @@ def test_json_blobs_are_rewritten_whole_and_survive_a_deleted_folder(tmp_path: P
     blobs.put_json("cards/d1/g0/000002.json", [4])  # the folder is made again
     assert blobs.list("cards/d1/g0") == ["blob://cards/d1/g0/000002.json"]
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_json_blobs_are_written_after_their_folder_was_removed_by_hand(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    blobs.put_json("cache/cards/ab/one.json", [1])
+    shutil.rmtree(tmp_path / "cache")  # an operator clears the card cache
+    uri = blobs.put_json("cache/cards/ab/two.json", [2])
+    assert blobs.get_json(uri) == [2]

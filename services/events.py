@@ -46,6 +46,9 @@ class DocumentUploaded(Event):
     card_types: list[str]
     cards_per_chunk: int
     language: str | None = None
+    # Empty for an upload. Else a reconciliation (added in the second schema): the tracker found
+    # the document stalled, and the splitter sends these chunks again and nothing else.
+    replay_chunks: list[int] = []
 
 
 class PageExtracted(Event):

@@ -34,6 +34,12 @@ class KafkaSettings(BaseModel):
     bulk_buffer: int = Field(2048, ge=1, description="bulk-lane chunks buffered in a worker")
     track_batch: int = Field(500, ge=1, description="facts the tracker folds into one table write")
     track_within_s: float = Field(0.02, gt=0, description="longest wait to fill a tracker batch")
+    reconcile_after_s: float = Field(
+        600.0, gt=0, description="a document with no new fact for this long has its missing chunks sent again"
+    )
+    reconcile_every_s: float = Field(
+        10.0, gt=0, description="how often the tracker looks for stalled documents"
+    )
     startup_timeout_s: float = 120.0
 
 

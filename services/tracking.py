@@ -10,6 +10,7 @@ counters, and a document finishes exactly once per round (a retry opens a new ro
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -49,6 +50,8 @@ class DocumentState(BaseModel):
     failed: dict[int, ChunkFailed] = {}
     error: str | None = None
     finished: bool = False
+    upload: DocumentUploaded | None = None  # what to send again if the document stalls
+    updated_at: int = 0  # occurred_at (ms) of the latest fact that changed the state
 
     @property
     def cards(self) -> int:
@@ -129,12 +132,22 @@ def _finish(st: DocumentState, out: Outcome) -> None:
 
 
 def track(state: DocumentState | None, event: Event) -> Outcome:
+    out = _track(state, event)
+    if out.state is not None and out.state is not state:
+        out.state.updated_at = max(out.state.updated_at, event.occurred_at)
+    return out
+
+
+def _track(state: DocumentState | None, event: Event) -> Outcome:
     if isinstance(event, DocumentUploaded):
+        if event.replay_chunks:
+            return Outcome(state)  # a reconciliation request (see `stalled`), not a fact
         if state is not None and state.generation == event.generation:
             if state.filename:
                 return Outcome(state)  # redelivered upload
             # Other facts overtook the upload (they travel on other topics): fill in what it knows.
-            st = state.model_copy(update={"filename": event.filename, "created_at": event.occurred_at})
+            update = {"filename": event.filename, "created_at": event.occurred_at, "upload": event}
+            st = state.model_copy(update=update)
             return Outcome(st, [_snapshot(st, "progress")])
         st = DocumentState(
             tenant_id=event.tenant_id,
@@ -142,6 +155,7 @@ def track(state: DocumentState | None, event: Event) -> Outcome:
             generation=event.generation,
             filename=event.filename,
             created_at=event.occurred_at,
+            upload=event,
         )
         return Outcome(st, [_snapshot(st, "progress")])
     if state is None:
@@ -250,3 +264,22 @@ def coalesce_cards(events: list[DocumentProgress]) -> list[DocumentProgress]:
         latest[ev.document_id] = len(out)
         out.append(ev)
     return out
+
+
+def stalled(st: DocumentState, now_ms: int, after_ms: int) -> DocumentUploaded | None:
+    """What to send again for a document that has had no new fact for after_ms, else None.
+
+    A message in flight can be lost when a worker stops (Faust may commit past it: bug #606).
+    Then a document waits forever for a chunk nobody is working on. Extraction not finished:
+    the whole upload again. Chunks missing: only those. Everything downstream is idempotent.
+    Finished documents and those whose upload was never seen are left alone.
+    """
+    if st.finished or st.status in TERMINAL or st.upload is None or now_ms - st.updated_at < after_ms:
+        return None
+    again = {"event_id": uuid.uuid4().hex, "occurred_at": now_ms}
+    if st.extraction is None or st.chunks_total < 0:
+        return st.upload.model_copy(update=again)
+    missing = [i for i in range(st.chunks_total) if i not in st.done and i not in st.failed]
+    if not missing:
+        return None
+    return st.upload.model_copy(update={**again, "replay_chunks": missing})

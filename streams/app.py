@@ -68,7 +68,8 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
     chunks = topic(topics.CHUNKS, maxsize=settings.kafka.bulk_buffer)
     interactive = topic(topics.CHUNKS_INTERACTIVE)
     cards = topic(topics.CARDS)
-    extract.register(app, res, topic(topics.UPLOADED), topic(topics.PAGES), chunks, interactive, cards)
+    uploads = topic(topics.UPLOADED)
+    extract.register(app, res, uploads, topic(topics.PAGES), chunks, interactive, cards)
     generate.register(app, res, chunks, interactive, topic(topics.CHUNKS_RETRY), cards, topic(topics.DLQ))
     track.register(
         app,
@@ -79,6 +80,7 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         topic(topics.PROGRESS),
         topic(topics.DECKS),
         interactive,
+        uploads,
         partitions,
     )
     return app, res

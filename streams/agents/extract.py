@@ -96,16 +96,24 @@ def register(
 
     async def split_one(up: DocumentUploaded) -> None:
         bound = log.bind(document_id=up.document_id, generation=up.generation)
+        if res.is_settled(up.document_id, up.generation, 0):
+            bound.info("upload skipped: the document is finished or cancelled")
+            return
         chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)
         pages_total: int | None = None
         seen = n_chunks = 0
         lane = interactive if up.size <= settings.chunks.interactive_max_bytes else chunks
+        # A reconciliation sends only the chunks the tracker is missing: no pages, no plan.
+        replay = frozenset(up.replay_chunks)
 
         async def emit(new: list[Chunk]) -> None:
             nonlocal n_chunks
+            # Chunks sent again are for a document that has waited long enough: no queue for them.
+            target = interactive if replay else lane
+            name = "interactive" if target is interactive else "bulk"
             for chunk in new:
-                name = "interactive" if lane is interactive else "bulk"
-                await lane.send(key=up.document_id, value=_chunk_event(up, chunk, name))
+                if not replay or chunk.index in replay:
+                    await target.send(key=up.document_id, value=_chunk_event(up, chunk, name))
                 n_chunks += 1
 
         try:
@@ -122,6 +130,9 @@ def register(
                         lane = interactive if small else chunks
                 elif isinstance(item, Page):
                     seen += 1
+                    if replay:
+                        await emit(chunker.add(item))
+                        continue
                     await pages.send(
                         key=up.document_id,
                         value=PageExtracted(
@@ -139,6 +150,9 @@ def register(
                     await emit(chunker.add(item))
                 elif isinstance(item, ExtractionEnded):
                     await emit(chunker.finish())
+                    if replay:
+                        bound.info("missing chunks sent again", chunks=sorted(replay))
+                        return
                     await cards.send(
                         key=up.document_id,
                         value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=item.pages_total),
@@ -157,6 +171,9 @@ def register(
         except Exception as exc:  # one bad file must never stop the worker
             bound.exception("extraction crashed")
             reason = f"extraction failed: {type(exc).__name__}: {exc}"
+        if replay:  # the first extraction's outcome stands; the reconciler will try again
+            bound.warning("missing chunks not sent again", reason=reason)
+            return
         await cards.send(
             key=up.document_id, value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=seen)
         )

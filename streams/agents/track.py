@@ -14,8 +14,8 @@ import structlog
 
 from services.decks import collect_cards, store_deck
 from services.dedup import drop_near_duplicates
-from services.events import DeckAssembled, Event
-from services.tracking import DocumentState, Outcome, coalesce_cards, track
+from services.events import DeckAssembled, Event, now_ms
+from services.tracking import DocumentState, Outcome, coalesce_cards, stalled, track
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
@@ -28,6 +28,7 @@ def register(
     progress_topic: Any,
     decks: Any,
     chunks: Any,
+    uploads: Any,
     partitions: int,
 ) -> Any:
     # use_partitioner: the changelog partition comes from the key (as for every input topic,
@@ -44,9 +45,14 @@ def register(
     # only saves parsing the JSON on every event. Dropped when partitions move to another worker.
     decoded: dict[str, DocumentState] = {}
 
+    scanned = False  # whether decoded holds every unfinished document of this worker's partitions
+    resent: dict[str, int] = {}  # document id -> when its missing chunks were last sent again (ms)
+
     @app.on_partitions_revoked.connect
     async def _forget(*_args: Any, **_kwargs: Any) -> None:
+        nonlocal scanned
         decoded.clear()
+        scanned = False
 
     def load(document_id: str) -> DocumentState | None:
         state = decoded.get(document_id)
@@ -78,6 +84,32 @@ def register(
                 await progress_topic.send(key=progress.document_id, value=progress)
             for document_id, st in changed.items():
                 table[document_id] = st.model_dump_json().encode()
+
+    async def reconcile() -> None:
+        """Send again what a stalled document is missing (see services.tracking.stalled)."""
+        nonlocal scanned
+        if res.breaker.state != "closed":
+            return  # the LLM is down: documents wait for it, by design
+        if not scanned:  # after start or a rebalance: the table holds documents not seen since
+            for document_id in list(table.keys()):
+                load(document_id)
+            scanned = True
+        after_ms = int(res.settings.kafka.reconcile_after_s * 1000)
+        now = now_ms()
+        for document_id, state in list(decoded.items()):
+            again = stalled(state, now, after_ms)
+            if again is None or now - resent.get(document_id, 0) < after_ms:
+                continue
+            resent[document_id] = now
+            log.warning(
+                "document stalled: sending it again",
+                document_id=document_id,
+                status=state.status,
+                chunks=again.replay_chunks or "all",
+            )
+            await uploads.send(key=document_id, value=again)
+
+    app.timer(res.settings.kafka.reconcile_every_s)(reconcile)
 
     async def emit(event: Event, out: Outcome) -> None:
         for retry in out.retries:

@@ -161,13 +161,18 @@ def test_faust_codec_round_trips_events_and_refuses_other_values() -> None:
         codec.dumps({"not": "an event"})
 
 
-def test_chunks_written_before_lanes_existed_read_as_bulk() -> None:
+@pytest.mark.parametrize(
+    ("name", "field", "default"),
+    [("ChunkCreated", "lane", "bulk"), ("DocumentUploaded", "replay_chunks", [])],
+)
+def test_events_written_before_a_field_existed_read_with_its_default(
+    name: str, field: str, default: object
+) -> None:
     old = sorted(
         p
-        for p in (HERE / "history").glob("ChunkCreated.*.avsc")
-        if "lane" not in {f["name"] for f in json.loads(p.read_text())["fields"]}
+        for p in (HERE / "history").glob(f"{name}.*.avsc")
+        if field not in {f["name"] for f in json.loads(p.read_text())["fields"]}
     )
-    assert old, "the first ChunkCreated schema is kept in history"
-    writer = json.loads(old[0].read_text())
-    event = decode(_written_by(writer))
-    assert isinstance(event, ChunkCreated) and event.lane == "bulk"
+    assert old, f"the {name} schema before {field} is kept in history"
+    event = decode(_written_by(json.loads(old[0].read_text())))
+    assert event.name == name and getattr(event, field) == default

@@ -18,7 +18,7 @@ from services.events import (
     PageExtracted,
     RetryFailedChunks,
 )
-from services.tracking import DocumentState, Outcome, coalesce_cards, track
+from services.tracking import DocumentState, Outcome, coalesce_cards, stalled, track
 
 IDS = {"tenant_id": "t", "document_id": "d", "generation": 1}
 
@@ -248,3 +248,38 @@ def test_card_events_of_two_documents_are_not_mixed() -> None:
     c = track(None, cards(2)).progress[0]
     merged = coalesce_cards([a, b, c])
     assert [(p.document_id, len(p.new_cards)) for p in merged] == [("d", 4), ("e", 2)]
+
+
+def at(ev: Event, ms: int) -> Event:
+    return ev.model_copy(update={"occurred_at": ms})
+
+
+def test_a_document_waiting_for_lost_chunks_gets_only_those_sent_again() -> None:
+    events = [upload(), page(1), ExtractionEnded(**IDS, status="ok", pages_total=3)]
+    events += [ChunksPlanned(**IDS, chunks_total=4, pages_total=3), cards(0), failed(2)]
+    state, _ = run([at(e, 1_000 + i) for i, e in enumerate(events)])
+    assert state is not None and state.updated_at == 1_005
+
+    assert stalled(state, now_ms=60_000, after_ms=60_000) is None  # not quiet for long enough
+    again = stalled(state, now_ms=61_005, after_ms=60_000)
+    assert again is not None
+    assert again.replay_chunks == [1, 3]  # neither done nor failed (a failure is the user's to retry)
+    assert again.blob_uri == upload().blob_uri and again.event_id != state.upload.event_id  # type: ignore[union-attr]
+    # The request passes the tracker (it reads documents.uploaded) without changing anything.
+    assert track(state, again).state is state
+
+
+def test_a_document_stalled_before_its_chunks_were_planned_is_split_again_whole() -> None:
+    state, _ = run([at(upload(), 1_000), at(page(1), 2_000)])
+    assert state is not None
+    again = stalled(state, now_ms=100_000, after_ms=60_000)
+    assert again is not None and again.replay_chunks == []
+
+
+def test_finished_or_unknown_uploads_are_never_sent_again() -> None:
+    done, _ = run(happy())
+    assert done is not None and done.finished
+    assert stalled(done, now_ms=10**13, after_ms=1) is None
+    orphan, _ = run([cards(0)])  # facts without their upload: nothing to send
+    assert orphan is not None and orphan.upload is None
+    assert stalled(orphan, now_ms=10**13, after_ms=1) is None

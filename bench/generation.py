@@ -1,25 +1,52 @@
 """`python -m bench generation`: card generation for a 352-page book, then the same book again.
 
-The LLM is `deckstream llm sim` (capacity 64, 50 ms per call, instant decode), so the figures
-measure how well the pipeline keeps the LLM busy: wall time from upload to `done` against the
-ideal the simulator's capacity allows for the same number of chunks (target ratio ≤ 1.15),
-time to first card (target < 3 s), chunks, cards and cards per 1000 words of extracted text.
-The second upload of the same file is served by the result cache: its wall time, and the LLM
-calls it made (target ~0). Last line: one JSON object.
+Stress (the issue's configuration): `deckstream llm sim` at capacity 64, 50 ms per call and
+instant decode, so the figures measure how well the pipeline keeps the LLM busy: wall time
+from upload to `done` against the ideal the simulator's capacity allows for the same number of
+chunks (target ratio ≤ 1.15), time to first card (target < 3 s), chunks, cards and cards per
+1000 words of extracted text. The second upload of the same file is served by the result
+cache: its wall time, and the LLM calls it made (target ~0).
+
+GPU model (`gpu_model`): the same book against the simulator shaped like vLLM serving an 8B
+model on one H100 at 64 in flight (about 20 tokens/s per request, 1,300 tokens/s in all, and
+0.3 s to the first token; see notes/performance-reliability.md). Side by side in one run: the
+book's prompts sent straight to the server, 64 at a time (its saturated throughput with our
+prompts), and the book through the pipeline; tokens/s of each and their ratio.
+
+    python -m bench generation --llm-url http://gpu-box:8000 --model NAME --capacity 64
+
+runs only that comparison against a real OpenAI-compatible server (vLLM reports the tokens it
+generated on /metrics; without it tokens come from the answers of the direct run).
+Last line: one JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import json
+import re
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
-from bench.harness import BOOK, deck_size, run_document, sim_stack
+import httpx
+
+from bench.harness import BOOK, deck_size, llm_stack, run_document, sim_stack, start_sim
 from bench.pipeline import SIM
-from services.domain import Page
+from services.card_cache import cards_for_chunk
+from services.chunking import Chunker
+from services.domain import Chunk, Page
 from services.extraction import extract
-from services.llm_sim import ideal_time
-from services.settings import LimitSettings
+from services.http import llm_http_client
+from services.llm import Profile, build_llm_client, detect_profile, http_timeout
+from services.llm_sim import SimConfig, ideal_time
+from services.process import terminate
+from services.prompting import render_prompt
+from services.settings import LimitSettings, LLMSettings, Settings
+
+GPU_MODEL = SimConfig(capacity=64, latency_s=0.3, tokens_per_s=20.0)
 
 
 def words_of(path: Path) -> int:
@@ -31,7 +58,117 @@ def words_of(path: Path) -> int:
     )
 
 
+def book_chunks(settings: Settings) -> list[Chunk]:
+    """The book's chunks, as the splitter makes them."""
+    chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)
+    made: list[Chunk] = []
+    for item in extract(BOOK, settings.limits, filename=BOOK.name):
+        if isinstance(item, Page):
+            made += chunker.add(item)
+    return made + chunker.finish()
+
+
+def generated_tokens(url: str) -> int | None:
+    """Tokens the server has generated so far: the simulator's /stats or vLLM's /metrics."""
+    try:
+        stats = httpx.get(f"{url}/stats", timeout=5)
+        if stats.status_code == 200 and "completion_tokens" in stats.json():
+            return int(stats.json()["completion_tokens"])
+        metrics = httpx.get(f"{url}/metrics", timeout=5)
+    except (httpx.HTTPError, ValueError):
+        return None
+    found = re.findall(r"^vllm:generation_tokens_total(?:\{[^}]*\})? ([0-9.e+]+)$", metrics.text, re.M)
+    return int(sum(float(v) for v in found)) if found and metrics.status_code == 200 else None
+
+
+async def saturate(url: str, model: str, profile: str, capacity: int, chunks: list[Chunk]) -> dict[str, Any]:
+    """The chunks' prompts straight to the server, `capacity` at a time: its saturated rate."""
+    settings = Settings()
+    cfg = LLMSettings(url=url, model=model, max_in_flight=capacity)
+    async with llm_http_client(capacity, http_timeout(cfg)) as http:
+        llm = build_llm_client(http, cfg, url)
+        chosen: Profile = profile if profile != "auto" else await detect_profile(http, url, cfg.kind)  # type: ignore[assignment]
+        gate = asyncio.Semaphore(capacity)
+        before = generated_tokens(url)
+
+        async def one(chunk: Chunk) -> int:
+            per_chunk = cards_for_chunk(
+                len(chunk.text.split()), settings.cards.per_1000_words, settings.cards.per_chunk
+            )
+            prompt = render_prompt(
+                chunk, profile=chosen, per_chunk=per_chunk, max_tokens=cfg.max_tokens
+            ).prompt
+            async with gate:
+                return (await llm.generate(prompt)).completion_tokens
+
+        started = time.monotonic()
+        answered = await asyncio.gather(*(one(c) for c in chunks))
+        wall = time.monotonic() - started
+    after = generated_tokens(url)
+    tokens = after - before if after is not None and before is not None else sum(answered)
+    return {
+        "requests": len(chunks),
+        "wall_s": round(wall, 3),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / wall, 1),
+    }
+
+
+def server_comparison(
+    url: str, model: str, capacity: int, profile: str, shape: SimConfig | None
+) -> dict[str, Any]:
+    """Direct saturation, then the book through the pipeline, against the same server."""
+    chunks = book_chunks(Settings())
+    direct = asyncio.run(saturate(url, model, profile, capacity, chunks))
+    with llm_stack(url, model, capacity, profile) as run:
+        before = generated_tokens(url)
+        book = run_document(run.client, BOOK)
+        after = generated_tokens(url)
+    tokens = after - before if after is not None and before is not None else None
+    out: dict[str, Any] = {
+        "capacity": capacity,
+        "chunks": book["chunks"],
+        "status": book["status"],
+        "wall_s": round(book["wall_s"], 3),
+        "time_to_first_card_s": round(book["first_card_s"] or -1.0, 3),
+        "completion_tokens": tokens,
+        "tokens_per_s": round(tokens / book["wall_s"], 1) if tokens is not None else None,
+        "direct": direct,
+    }
+    if tokens is not None:
+        out["of_direct_tokens_per_s"] = round(tokens / book["wall_s"] / direct["tokens_per_s"], 3)
+    if shape is not None:
+        ideal = ideal_time(book["chunks"], shape, tokens or 0)
+        out |= {
+            "sim": {"latency_s": shape.latency_s, "tokens_per_s_per_request": shape.tokens_per_s},
+            "saturated_tokens_per_s": shape.capacity * shape.tokens_per_s,
+            "ideal_s": round(ideal, 3),
+            "ratio": round(book["wall_s"] / ideal, 3),
+        }
+    return out
+
+
+def gpu_model() -> dict[str, Any]:
+    proc, url = start_sim(GPU_MODEL)
+    try:
+        return server_comparison(url, "deckstream-sim", GPU_MODEL.capacity, "chat", GPU_MODEL)
+    finally:
+        terminate(proc)
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench generation")
+    parser.add_argument("--llm-url", help="a real OpenAI-compatible server (vLLM): compare against it only")
+    parser.add_argument("--model", default="default", help="the model name the server expects")
+    parser.add_argument(
+        "--capacity", type=int, default=64, help="requests in flight (the server's max_num_seqs)"
+    )
+    parser.add_argument("--profile", default="auto", choices=["auto", "chat", "completion"])
+    args = parser.parse_args(sys.argv[2:])
+    if args.llm_url:
+        server = server_comparison(args.llm_url, args.model, args.capacity, args.profile, None)
+        sys.stdout.write(json.dumps({"bench": "generation", "server": args.llm_url} | server) + "\n")
+        return
     words = words_of(BOOK)
     with sim_stack(SIM) as run:
         before = run.sim_stats()
@@ -75,6 +212,7 @@ def main() -> None:
             "cards": second["cards"],
             "status": second["status"],
         },
+        "gpu_model": gpu_model(),
     }
     sys.stdout.write(json.dumps(result) + "\n")
 

@@ -37,9 +37,9 @@ TERMINAL = ("completed", "partial", "failed", "cancelled")
 
 
 @dataclass
-class SimStack:
+class BenchStack:
     client: DeckstreamClient
-    sim_url: str
+    llm_url: str
     stack: Stack
 
     @property
@@ -47,7 +47,7 @@ class SimStack:
         return self.stack.settings
 
     def sim_stats(self) -> dict[str, int]:
-        return httpx.get(f"{self.sim_url}/stats", timeout=5).json()  # type: ignore[no-any-return]
+        return httpx.get(f"{self.llm_url}/stats", timeout=5).json()  # type: ignore[no-any-return]
 
 
 def _healthy(url: str) -> bool:
@@ -60,7 +60,14 @@ def _healthy(url: str) -> bool:
 def start_sim(cfg: SimConfig) -> tuple[subprocess.Popen[bytes], str]:
     """`deckstream llm sim` with cfg's capacity and latency, healthy; the caller terminates it."""
     port = free_port()
-    shape = ["--latency", str(cfg.latency_s), "--capacity", str(cfg.capacity), "--tokens-per-s", "0"]
+    shape = [
+        "--latency",
+        str(cfg.latency_s),
+        "--capacity",
+        str(cfg.capacity),
+        "--tokens-per-s",
+        str(cfg.tokens_per_s),
+    ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "deckstream", "llm", "sim", "--port", str(port), *shape],
         stdout=subprocess.DEVNULL,
@@ -77,38 +84,41 @@ def start_sim(cfg: SimConfig) -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def sim_stack(cfg: SimConfig) -> Iterator[SimStack]:
+def sim_stack(cfg: SimConfig) -> Iterator[BenchStack]:
+    """A broker, `deckstream llm sim` shaped by cfg, a worker and the API."""
+    sim, sim_url = start_sim(cfg)
+    try:
+        with llm_stack(sim_url, "deckstream-sim", cfg.capacity, profile="chat") as run:
+            yield run
+    finally:
+        terminate(sim)
+
+
+@contextmanager
+def llm_stack(url: str, model: str, capacity: int, profile: str = "auto") -> Iterator[BenchStack]:
+    """A broker, a worker and the API using the LLM server at url with `capacity` in flight."""
     home = Path(tempfile.mkdtemp(prefix="bench-"))
     broker = start_broker(home, heap="512m")
-    sim: subprocess.Popen[bytes] | None = None
     stack: Stack | None = None
     try:
         ensure_topics(broker.bootstrap, topics.ALL, partitions=4)
-        sim, sim_url = start_sim(cfg)
         settings = Settings.model_validate(
             {
                 "home": home,
                 "kafka": {"bootstrap": broker.bootstrap, "partitions": 4},
-                "llm": {
-                    "url": sim_url,
-                    "model": "deckstream-sim",
-                    "profile": "chat",
-                    "max_in_flight": cfg.capacity,
-                },
+                "llm": {"url": url, "model": model, "profile": profile, "max_in_flight": capacity},
                 "api": {"port": 0, "token": TOKEN},
             }
         )
         stack = start_stack(settings, api=True)
         assert stack.api_url is not None
         with DeckstreamClient(stack.api_url, TOKEN, timeout_s=60) as client:
-            run = SimStack(client, sim_url, stack)
+            run = BenchStack(client, url, stack)
             run_document(client, SMALL)  # warm-up: group joins, first connections
             yield run
     finally:
         if stack is not None:
             stack.stop()
-        if sim is not None:
-            terminate(sim)
         stop_broker(broker)
         shutil.rmtree(home, ignore_errors=True)
 

@@ -53,9 +53,13 @@ _FAULTS = ("latency_s", "error_rate", "garbage_rate", "slow_rate", "slow_s", "re
 
 
 def ideal_time(n_requests: int, cfg: SimConfig, completion_tokens: int = 0) -> float:
-    """The best possible wall time for n equal requests: full waves of ``capacity``."""
-    decode = completion_tokens / cfg.tokens_per_s if cfg.tokens_per_s else 0.0
-    return math.ceil(n_requests / cfg.capacity) * (cfg.latency_s + decode)
+    """A lower bound on the wall time of n requests producing completion_tokens in all.
+
+    Every wave of ``capacity`` requests pays the latency, and decoding can go no faster than
+    every slot busy at once: ``capacity × tokens_per_s`` tokens a second (the saturated rate).
+    """
+    decode = completion_tokens / (cfg.capacity * cfg.tokens_per_s) if cfg.tokens_per_s else 0.0
+    return math.ceil(n_requests / cfg.capacity) * cfg.latency_s + decode
 
 
 def _tokens(text: str) -> int:
@@ -96,7 +100,9 @@ class _Sim:
         self.rng = random.Random(cfg.seed)
         self.slots = asyncio.Semaphore(cfg.capacity)
         self.down_until = time.monotonic() + cfg.down_for_s
-        counters = "requests served in_flight max_concurrent errors_injected garbage_injected"
+        counters = (
+            "requests served in_flight max_concurrent errors_injected garbage_injected completion_tokens"
+        )
         self.stats = dict.fromkeys([*counters.split(), "slow_injected", "down_rejections"], 0)
 
     def fault(self) -> tuple[bool, bool, bool]:
@@ -142,6 +148,7 @@ class _Sim:
             finally:
                 self.stats["in_flight"] -= 1
         self.stats["served"] += 1
+        self.stats["completion_tokens"] += _tokens(text)
         usage = {"prompt_tokens": _tokens(json.dumps(body)), "completion_tokens": _tokens(text)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}

@@ -63,9 +63,16 @@ async def test_requests_beyond_capacity_queue() -> None:
     assert elapsed >= 0.9 * ideal_time(9, SimConfig(capacity=3, latency_s=0.02))  # three waves, not one
 
 
-def test_ideal_time_counts_waves_and_decoding() -> None:
+def test_ideal_time_counts_waves_and_decoding_at_the_saturated_rate() -> None:
     cfg = SimConfig(capacity=4, latency_s=0.5, tokens_per_s=20)
-    assert ideal_time(9, cfg, completion_tokens=10) == pytest.approx(3 * 1.0)
+    # 3 waves of latency, and 900 tokens at 4 slots × 20 tokens/s
+    assert ideal_time(9, cfg, completion_tokens=900) == pytest.approx(3 * 0.5 + 900 / 80)
+
+
+async def test_the_simulator_counts_the_tokens_it_decoded() -> None:
+    async with sim(latency_s=0) as (http, stats):
+        answer = (await http.post("/v1/chat/completions", json=chat_body())).json()
+    assert stats["completion_tokens"] == answer["usage"]["completion_tokens"] > 0
 
 
 async def outcomes(seed: int, n: int = 300) -> tuple[list[int], dict[str, int]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -57,6 +59,8 @@ def create_app(
                     hub=hub,
                 )
                 await hub.wait_caught_up(30.0)
+                # The PDF reader loads lazily; load it now so that no upload waits for it.
+                await asyncio.to_thread(importlib.import_module, "services.extraction.pdf")
                 log.info("api ready", documents=len(hub.docs))
                 yield
         finally:

@@ -6,9 +6,15 @@ extract_isolated(path, limits, filename=...)    the same in a resource-limited s
 count_tokens(text) -> int                       the approximate token counter chunking uses
 """
 
-from services.extraction.isolated import extract_isolated
-from services.extraction.limits import check_upload
-from services.extraction.tokens import count_tokens
-from services.extraction.worker import extract
+import sys
+
+# PyMuPDF 2 imports its ONNX layout model eagerly (0.3 s and its memory); we never use it. This
+# runs before any of our modules imports PyMuPDF, in the API, the worker and the extraction child.
+sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
+
+from services.extraction.isolated import extract_isolated  # noqa: E402
+from services.extraction.limits import check_upload  # noqa: E402
+from services.extraction.tokens import count_tokens  # noqa: E402
+from services.extraction.worker import extract  # noqa: E402
 
 __all__ = ["check_upload", "count_tokens", "extract", "extract_isolated"]

@@ -57,7 +57,6 @@ _PRELUDE = """\
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
 resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu} + 5))
-sys.modules["pymupdf.layout"] = None  # PyMuPDF 2 imports its ONNX layout model eagerly; we never use it
 from services.extraction.worker import main
 sys.exit(main())
 """

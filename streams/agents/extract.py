@@ -62,6 +62,8 @@ async def iterate_in_thread(
 
 
 def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
+    # A chunk sent again is not a first attempt: it is worked on even if the document had a
+    # deck before (a user's retry round), where a redelivered first attempt would be skipped.
     return ChunkCreated(
         **up.ids(),
         chunk_index=chunk.index,
@@ -72,6 +74,7 @@ def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
         card_types=up.card_types,
         cards_per_chunk=up.cards_per_chunk,
         lane=lane,
+        attempt=1 if up.replay_chunks else 0,
     )
 
 
@@ -96,7 +99,7 @@ def register(
 
     async def split_one(up: DocumentUploaded) -> None:
         bound = log.bind(document_id=up.document_id, generation=up.generation)
-        if res.is_settled(up.document_id, up.generation, 0):
+        if res.is_settled(up.document_id, up.generation, 1 if up.replay_chunks else 0):
             bound.info("upload skipped: the document is finished or cancelled")
             return
         chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)

@@ -31,19 +31,29 @@ def _uri_key(key: str) -> str:
     return f"cache/cards/{key[:2]}/{key}.json"
 
 
-def store_cached(blobs: BlobStore, key: str, cards: Sequence[Card]) -> None:
-    blobs.put_json(_uri_key(key), [card_to_json(c) for c in cards])
+@dataclasses.dataclass(frozen=True, slots=True)
+class Cached:
+    cards: list[Card]
+    empty_reason: str | None  # why there are none, when there are none
+
+
+def store_cached(blobs: BlobStore, key: str, cards: Sequence[Card], empty_reason: str | None = None) -> None:
+    entry = {"cards": [card_to_json(c) for c in cards], "empty_reason": empty_reason if not cards else None}
+    blobs.put_json(_uri_key(key), entry)
 
 
 def load_cached(
     blobs: BlobStore, key: str, *, document_id: str, generation: int, chunk_index: int, filename: str
-) -> list[Card] | None:
-    """The cached cards re-stamped for this document, or None on a miss."""
+) -> Cached | None:
+    """The cached result re-stamped for this document, or None on a miss."""
     path = blobs.path("blob://" + _uri_key(key))
     if not path.exists():
         return None
-    cards = [card_from_json(c) for c in blobs.get_json("blob://" + _uri_key(key))]
-    return [
+    entry = blobs.get_json("blob://" + _uri_key(key))
+    if isinstance(entry, list):  # entries written before the ledger: the cards alone
+        entry = {"cards": entry, "empty_reason": None}
+    cards = [card_from_json(c) for c in entry["cards"]]
+    restamped = [
         dataclasses.replace(
             c,
             card_id=card_id(document_id, generation, chunk_index, i),
@@ -52,6 +62,7 @@ def load_cached(
         )
         for i, c in enumerate(cards)
     ]
+    return Cached(restamped, entry.get("empty_reason"))
 
 
 def cards_for_chunk(words: int, per_1000_words: float, cap: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from services.blobs import BlobStore
@@ -57,10 +58,43 @@ def collect_cards(blobs: BlobStore, document_id: str, generation: int) -> list[C
     return cards
 
 
-def store_deck(blobs: BlobStore, document_id: str, generation: int, status: str, cards: list[Card]) -> str:
+@dataclasses.dataclass(frozen=True, slots=True)
+class Deck:
+    status: str
+    cards: list[Card]
+    empty_chunks: list[dict[str, Any]]  # the ledger: chunk_index, pages, reason
+    dropped: int  # cards that validation or grounding dropped
+    duplicates_removed: int  # cards streamed but left out of the deck as near-duplicates
+
+
+def store_deck(
+    blobs: BlobStore,
+    document_id: str,
+    generation: int,
+    status: str,
+    cards: list[Card],
+    *,
+    empty_chunks: Sequence[dict[str, Any]] = (),
+    dropped: int = 0,
+    duplicates_removed: int = 0,
+) -> str:
     key = f"decks/{document_id}/g{generation}.json"
-    return blobs.put_json(key, {"status": status, "cards": [card_to_json(c) for c in cards]})
+    deck = {
+        "status": status,
+        "cards": [card_to_json(c) for c in cards],
+        "empty_chunks": list(empty_chunks),
+        "dropped": dropped,
+        "duplicates_removed": duplicates_removed,
+    }
+    return blobs.put_json(key, deck)
 
 
-def load_deck(blobs: BlobStore, uri: str) -> list[Card]:
-    return [card_from_json(c) for c in blobs.get_json(uri)["cards"]]
+def load_deck(blobs: BlobStore, uri: str) -> Deck:
+    raw = blobs.get_json(uri)
+    return Deck(
+        status=raw["status"],
+        cards=[card_from_json(c) for c in raw["cards"]],
+        empty_chunks=raw.get("empty_chunks", []),  # decks written before the ledger have none
+        dropped=raw.get("dropped", 0),
+        duplicates_removed=raw.get("duplicates_removed", 0),
+    )

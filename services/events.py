@@ -98,6 +98,8 @@ class CardsGenerated(Event):
     model: str
     prompt_version: str
     elapsed_ms: int
+    pages: list[str] = []  # labels of the pages the chunk spans (added in the second schema)
+    empty_reason: str | None = None  # why the chunk gave no cards, when it gave none
 
 
 class ChunkFailed(Event):
@@ -112,6 +114,15 @@ class ChunkFailed(Event):
 class ChunkFailure(BaseModel):
     model_config = ConfigDict(frozen=True)
     chunk_index: int
+    reason: str
+
+
+class EmptyChunk(BaseModel):
+    """A chunk that was read and gave no card, and why (the deck's ledger)."""
+
+    model_config = ConfigDict(frozen=True)
+    chunk_index: int
+    pages: list[str]
     reason: str
 
 

@@ -65,6 +65,16 @@ def key_terms(text: str) -> list[str]:
     return list(dict.fromkeys(_stem(w) for w in words if len(w) > 1 or w.isdigit()))
 
 
+def empty_reason(dropped: Sequence[tuple[str, str]]) -> str:
+    """Why a chunk gave no card, from what was dropped: "not supported by the text (3); …"."""
+    if not dropped:
+        return "the model returned no cards"
+    counts: dict[str, int] = {}
+    for _, reason in dropped:
+        counts[reason] = counts.get(reason, 0) + 1
+    return "; ".join(f"{r} ({n})" if n > 1 else r for r, n in sorted(counts.items(), key=lambda rn: -rn[1]))
+
+
 def normalise(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 

@@ -24,6 +24,7 @@ from services.events import (
     ChunksPlanned,
     DocumentProgress,
     DocumentUploaded,
+    EmptyChunk,
     Event,
     ExtractionEnded,
     PageExtracted,
@@ -48,6 +49,8 @@ class DocumentState(BaseModel):
     chunks_total: int = -1  # unknown until ChunksPlanned
     done: dict[int, int] = {}  # chunk index -> cards made
     failed: dict[int, ChunkFailed] = {}
+    empty: dict[int, EmptyChunk] = {}  # chunks done without a card, and why
+    dropped: dict[int, int] = {}  # chunk index -> cards its validation or grounding dropped
     error: str | None = None
     finished: bool = False
     upload: DocumentUploaded | None = None  # what to send again if the document stalls
@@ -74,6 +77,8 @@ class AssembleDeck:
 
     status: str
     failures: list[ChunkFailure]
+    empty: list[EmptyChunk]
+    dropped: int
 
 
 @dataclass(slots=True)
@@ -127,7 +132,10 @@ def _maybe_finish(st: DocumentState, out: Outcome) -> None:
 def _finish(st: DocumentState, out: Outcome) -> None:
     st.finished = True
     failures = [ChunkFailure(chunk_index=i, reason=f.reason) for i, f in sorted(st.failed.items())]
-    out.deck = AssembleDeck(status=st.status, failures=failures)
+    empty = [st.empty[i] for i in sorted(st.empty)]
+    out.deck = AssembleDeck(
+        status=st.status, failures=failures, empty=empty, dropped=sum(st.dropped.values())
+    )
     out.progress.append(_snapshot(st, "done"))
 
 
@@ -169,9 +177,8 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
     if event.generation != state.generation:
         return Outcome(state)
     # A new state with its own containers; the values in them (ints, frozen events) are shared.
-    st = state.model_copy(
-        update={"pages": list(state.pages), "done": dict(state.done), "failed": dict(state.failed)}
-    )
+    containers = {"pages": list(state.pages), "done": dict(state.done), "failed": dict(state.failed)}
+    st = state.model_copy(update=containers | {"empty": dict(state.empty), "dropped": dict(state.dropped)})
     out = Outcome(st)
     if isinstance(event, CancelDocument):
         if st.status not in TERMINAL:
@@ -219,6 +226,13 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             return Outcome(state)
         st.failed.pop(event.chunk_index, None)
         st.done[event.chunk_index] = len(event.cards)
+        if event.dropped:
+            st.dropped[event.chunk_index] = event.dropped
+        if not event.cards:
+            reason = event.empty_reason or "the model returned no cards"
+            st.empty[event.chunk_index] = EmptyChunk(
+                chunk_index=event.chunk_index, pages=event.pages, reason=reason
+            )
         if st.status in ("queued", "extracting"):
             st.status = "generating"
         out.progress.append(_snapshot(st, "card", new_cards=event.cards))

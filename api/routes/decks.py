@@ -11,7 +11,7 @@ from fastapi import APIRouter, Response
 
 from api.deps import CallerDep, StateDep
 from api.routes.documents import find
-from services.decks import collect_cards, load_deck
+from services.decks import Deck, collect_cards, load_deck
 from services.domain import Card
 
 router = APIRouter(prefix="/v1/decks", tags=["decks"])
@@ -42,8 +42,10 @@ async def get_deck(
     """Cards with front, back, type and source {file, page, section}."""
     view = find(state, caller.tenant_id, document_id)
     snap = view.snapshot
+    deck: Deck | None = None
     if view.deck is not None:
-        cards = await asyncio.to_thread(load_deck, state.blobs, view.deck.deck_uri)
+        deck = await asyncio.to_thread(load_deck, state.blobs, view.deck.deck_uri)
+        cards = deck.cards
     else:
         cards = await asyncio.to_thread(collect_cards, state.blobs, document_id, snap.generation)
     if format == "csv":
@@ -65,5 +67,13 @@ async def get_deck(
         "status": snap.status,
         "complete": view.deck is not None,
         "failures": failures,
+        # Known once the deck is assembled: what the checks dropped, and the chunks without a card.
+        "quality": {
+            "cards": len(cards),
+            "needs_review": sum(c.needs_review for c in cards),
+            "dropped": deck.dropped if deck else None,
+            "duplicates_removed": deck.duplicates_removed if deck else None,
+        },
+        "empty_chunks": deck.empty_chunks if deck else [],
         "cards": [card_json(c) for c in cards],
     }

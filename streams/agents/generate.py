@@ -18,12 +18,12 @@ from typing import Any
 import faust
 import structlog
 
-from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
+from services.card_cache import Cached, cache_key, cards_for_chunk, load_cached, store_cached
 from services.decks import store_chunk_cards
 from services.domain import Card, Chunk
 from services.errors import DeckstreamError, RetryableError
 from services.events import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
-from services.generation import generate_cards
+from services.generation import empty_reason, generate_cards
 from services.prompting import prompt_version
 from streams.resources import PipelineResources
 
@@ -82,7 +82,7 @@ def register(
         )
         started = time.monotonic()
 
-        def reuse() -> list[Card] | None:  # one thread hop: look up, and file a hit as this chunk's
+        def reuse() -> Cached | None:  # one thread hop: look up, and file a hit as this chunk's
             try:
                 hit = load_cached(
                     res.blobs,
@@ -96,7 +96,7 @@ def register(
                 bound.warning("card cache entry unreadable", error=f"{type(exc).__name__}: {exc}")
                 return None
             if hit is not None:
-                store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, hit)
+                store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, hit.cards)
             return hit
 
         try:
@@ -105,7 +105,15 @@ def register(
             await store_failed(ev, exc, bound)
             return
         if cached is not None:
-            await done(ev, cached, dropped=0, attempts=0, version=version, started=started)
+            await done(
+                ev,
+                cached.cards,
+                dropped=0,
+                attempts=0,
+                version=version,
+                started=started,
+                why=cached.empty_reason,
+            )
             return
         llm = res.llm
         assert llm is not None
@@ -150,8 +158,10 @@ def register(
             await failed(ev, f"internal error: {type(exc).__name__}: {exc}", "internal", bound)
             return
 
+        why = empty_reason(result.dropped) if not result.cards else None
+
         def keep() -> None:  # one thread hop: the cache entry and this chunk's cards
-            store_cached(res.blobs, key, result.cards)
+            store_cached(res.blobs, key, result.cards, why)
             store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
 
         try:
@@ -166,10 +176,18 @@ def register(
             attempts=result.attempts,
             version=version,
             started=started,
+            why=why,
         )
 
     async def done(
-        ev: ChunkCreated, made: list[Card], *, dropped: int, attempts: int, version: str, started: float
+        ev: ChunkCreated,
+        made: list[Card],
+        *,
+        dropped: int,
+        attempts: int,
+        version: str,
+        started: float,
+        why: str | None,
     ) -> None:
         """Announce a chunk's cards, already stored where the deck assembly reads them."""
         await cards.send(
@@ -183,6 +201,8 @@ def register(
                 model=cfg.model,
                 prompt_version=version,
                 elapsed_ms=int((time.monotonic() - started) * 1000),
+                pages=list(dict.fromkeys(seg.label for seg in ev.segments)),
+                empty_reason=why if not made else None,
             ),
         )
 

@@ -7,6 +7,7 @@ every input topic. It runs with concurrency 1 because it writes the table.
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import faust
@@ -119,7 +120,17 @@ def register(
             cards = await asyncio.to_thread(collect_cards, res.blobs, st.document_id, st.generation)
             cards = await asyncio.to_thread(drop_near_duplicates, cards)
             uri = await asyncio.to_thread(
-                store_deck, res.blobs, st.document_id, st.generation, out.deck.status, cards
+                functools.partial(
+                    store_deck,
+                    res.blobs,
+                    st.document_id,
+                    st.generation,
+                    out.deck.status,
+                    cards,
+                    empty_chunks=[e.model_dump() for e in out.deck.empty],
+                    dropped=out.deck.dropped,
+                    duplicates_removed=max(0, st.cards - len(cards)),
+                )
             )
             await decks.send(
                 key=event.document_id,

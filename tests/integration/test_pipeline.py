@@ -96,6 +96,17 @@ def test_upload_streams_progress_and_yields_a_cited_deck(
     status = client.status(body["document_id"])
     assert status["status"] == final["status"] and status["cards"] == final["cards"] == len(streamed_cards)
     assert status["deck_cards"] == len(cards)  # after cross-chunk dedup
+    # The ledger names exactly the chunks that gave no card, each with a reason and its pages.
+    with_cards = {c["chunk_index"] for c in streamed_cards}
+    failed = {f["chunk_index"] for f in deck["failures"]}
+    without = set(range(final["chunks_total"])) - with_cards - failed
+    assert {e["chunk_index"] for e in deck["empty_chunks"]} == without, deck["empty_chunks"]
+    assert all(e["reason"] and e["pages"] for e in deck["empty_chunks"])
+    quality = deck["quality"]
+    assert quality["cards"] == len(cards) and quality["duplicates_removed"] == len(streamed_cards) - len(
+        cards
+    )
+    assert quality["needs_review"] == sum(c["needs_review"] for c in cards) and quality["dropped"] >= 0
 
 
 def test_last_event_id_resumes_after_the_given_event(client: DeckstreamClient) -> None:

@@ -203,7 +203,17 @@ def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tupl
     from services.decks import store_deck
 
     card = Card("c9", "cloze", "{{c1::Kafka}} keeps the log.", "Kafka", "f.pdf", 1, "1", (), 0, "v1")
-    uri = store_deck(LocalBlobStoreFor(settings), "d2", 1, "partial", [card])
+    empty = [{"chunk_index": 2, "pages": ["3"], "reason": "the model returned no cards"}]
+    uri = store_deck(
+        LocalBlobStoreFor(settings),
+        "d2",
+        1,
+        "partial",
+        [card],
+        empty_chunks=empty,
+        dropped=4,
+        duplicates_removed=2,
+    )
     hub.feed(progress("d2", kind="done", status="partial", chunks_failed=1))
     hub.feed(
         DeckAssembled(
@@ -222,6 +232,8 @@ def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tupl
     deck = client.get("/v1/decks/d2", headers=AUTH).json()
     assert deck["complete"] is True and deck["cards"][0]["type"] == "cloze"
     assert deck["failures"] == [{"chunk_index": 1, "reason": "LLM timed out"}]
+    assert deck["empty_chunks"] == empty
+    assert deck["quality"] == {"cards": 1, "needs_review": 0, "dropped": 4, "duplicates_removed": 2}
     assert client.get("/v1/documents/d2", headers=AUTH).json()["failures"][0]["reason"] == "LLM timed out"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from services.blobs import LocalBlobStore
 from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
-from services.decks import collect_cards, load_deck, store_chunk_cards, store_deck
+from services.decks import card_to_json, collect_cards, load_deck, store_chunk_cards, store_deck
 from services.dedup import drop_near_duplicates
 from services.domain import Card, Chunk, Segment
 
@@ -30,9 +30,24 @@ def test_cache_hit_restamps_document_fields(tmp_path: Path) -> None:
     assert load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf") is None
     store_cached(blobs, key, [card("What is made?"), card("Where?")])
     hit = load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf")
-    assert hit is not None and [c.front for c in hit] == ["What is made?", "Where?"]
-    assert {c.file for c in hit} == {"copy.pdf"} and {c.chunk_index for c in hit} == {7}
-    assert len({c.card_id for c in hit}) == 2 and hit[0].page == 3
+    assert hit is not None and [c.front for c in hit.cards] == ["What is made?", "Where?"]
+    assert {c.file for c in hit.cards} == {"copy.pdf"} and {c.chunk_index for c in hit.cards} == {7}
+    assert len({c.card_id for c in hit.cards}) == 2 and hit.cards[0].page == 3
+
+
+def test_a_cached_chunk_without_cards_keeps_its_reason_and_old_entries_still_load(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    key = cache_key(
+        chunk(), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3
+    )
+    store_cached(blobs, key, [], "not supported by the text (2)")
+    hit = load_cached(blobs, key, document_id="d", generation=1, chunk_index=0, filename="f.pdf")
+    assert hit is not None and hit.cards == [] and hit.empty_reason == "not supported by the text (2)"
+    blobs.put_json(
+        f"cache/cards/{key[:2]}/{key}.json", [card_to_json(card("Old entry?"))]
+    )  # the first format
+    old = load_cached(blobs, key, document_id="d", generation=1, chunk_index=0, filename="f.pdf")
+    assert old is not None and [c.front for c in old.cards] == ["Old entry?"] and old.empty_reason is None
 
 
 def test_cache_key_changes_with_text_model_prompt_or_options() -> None:
@@ -80,8 +95,11 @@ def test_deck_is_the_union_of_chunk_cards_in_order_without_exact_repeats(tmp_pat
     store_chunk_cards(blobs, "d", 2, 0, [card("Another generation?", cid="z")])
     cards = collect_cards(blobs, "d", 1)
     assert [c.card_id for c in cards] == ["a", "b", "c"]  # redelivery overwrote chunk 1; gen 2 apart
-    uri = store_deck(blobs, "d", 1, "completed", cards)
-    assert load_deck(blobs, uri) == cards
+    empty = [{"chunk_index": 3, "pages": ["iv"], "reason": "not supported by the text (2)"}]
+    uri = store_deck(blobs, "d", 1, "completed", cards, empty_chunks=empty, dropped=2, duplicates_removed=1)
+    deck = load_deck(blobs, uri)
+    assert deck.cards == cards and deck.empty_chunks == empty
+    assert (deck.status, deck.dropped, deck.duplicates_removed) == ("completed", 2, 1)
 
 
 @pytest.mark.parametrize(

@@ -281,3 +281,15 @@ async def test_every_citation_lies_within_the_chunk(backs: list[list[str]]) -> N
         assert (card.page_label, card.section) == (pages[card.page].label, pages[card.page].section)
         assert card.support >= 0.5
     assert len(result.cards) + len(result.dropped) == len(backs)
+
+
+def test_why_a_chunk_gave_no_card_counts_the_reasons_most_common_first() -> None:
+    from services.generation import empty_reason
+
+    dropped = [
+        ("Q1", "not supported by the text"),
+        ("Q2", "duplicate card"),
+        ("Q3", "not supported by the text"),
+    ]
+    assert empty_reason(dropped) == "not supported by the text (2); duplicate card"
+    assert empty_reason([]) == "the model returned no cards"

@@ -283,3 +283,27 @@ def test_finished_or_unknown_uploads_are_never_sent_again() -> None:
     orphan, _ = run([cards(0)])  # facts without their upload: nothing to send
     assert orphan is not None and orphan.upload is None
     assert stalled(orphan, now_ms=10**13, after_ms=1) is None
+
+
+def test_chunks_without_cards_are_in_the_decks_ledger_with_the_reason_and_pages() -> None:
+    nothing = CardsGenerated(
+        **IDS,
+        chunk_index=1,
+        cards=[],
+        dropped=3,
+        attempts=1,
+        model="m",
+        prompt_version="v1",
+        elapsed_ms=5,
+        pages=["ii", "iii"],
+        empty_reason="not supported by the text (3)",
+    )
+    events = happy(chunks=3)
+    events[-2] = nothing  # chunk 1 gave nothing
+    state, outs = run([*events, nothing])  # a redelivery changes nothing
+    deck = next(o.deck for o in outs if o.deck is not None)
+    assert deck.status == "completed" and deck.dropped == 3
+    assert [e.model_dump() for e in deck.empty] == [
+        {"chunk_index": 1, "pages": ["ii", "iii"], "reason": "not supported by the text (3)"}
+    ]
+    assert state is not None and state.cards == 4

@@ -140,10 +140,14 @@ class ProgressHub:
         elif event.generation < view.snapshot.generation:
             return
         if event.kind == "card" and event.new_cards:
-            ids = {c.card_id for c in event.new_cards}
-            if ids <= view.card_ids:
-                return  # re-sent after a worker crash: the client has these cards already
-            view.card_ids |= ids
+            # Cards re-sent after a worker crash are left out: the client has them already. (An
+            # event can carry several chunks' cards, some new and some re-sent.)
+            fresh = [c for c in event.new_cards if c.card_id not in view.card_ids]
+            if not fresh:
+                return
+            if len(fresh) < len(event.new_cards):
+                event = event.model_copy(update={"new_cards": fresh})
+            view.card_ids.update(c.card_id for c in fresh)
         view.snapshot = event
         view.events.append((pos, event))
         for q in list(view.subscribers):

@@ -285,12 +285,19 @@ def test_page_ledger_lists_every_page_once_in_order(client: TestClient, parts: t
 def test_cards_resent_after_a_worker_crash_are_streamed_once(client: TestClient, parts: tuple) -> None:
     hub = parts[2]
     card = Card("c7", "basic", "What is replay?", "Reading the log again.", "f.pdf", 1, "1", (), 0, "v1")
+    other = Card("c8", "basic", "What is a log?", "An ordered record.", "f.pdf", 2, "2", (), 1, "v1")
     hub.feed(progress("d6", kind="card", new_cards=[card]))
     hub.feed(progress("d6", kind="card", new_cards=[card]))  # the same chunk's result, delivered again
+    hub.feed(progress("d6", kind="card", new_cards=[card, other]))  # a batch: re-sent and new cards
     hub.feed(progress("d6", kind="done", status="completed", chunks_done=2, progress=1.0))
     with client.stream("GET", "/v1/documents/d6/events", headers=AUTH) as r:
-        names = [line[7:] for line in "".join(r.iter_text()).splitlines() if line.startswith("event: ")]
-    assert names.count("card") == 1 and names[-1] == "done"
+        lines = "".join(r.iter_text()).splitlines()
+    names = [line[7:] for line in lines if line.startswith("event: ")]
+    fronts = [
+        json.loads(line[6:])["front"] for line in lines if line.startswith("data: ") and '"front"' in line
+    ]
+    assert names.count("card") == 2 and names[-1] == "done"
+    assert fronts == ["What is replay?", "What is a log?"]
 
 
 def test_options_fall_back_to_configured_defaults_and_must_be_an_object(

@@ -37,7 +37,7 @@ import httpx
 from bench.harness import BOOK, deck_size, llm_stack, run_document, sim_stack, start_sim
 from bench.pipeline import SIM
 from services.card_cache import cards_for_chunk
-from services.chunking import Chunker
+from services.chunking import chunk_pages
 from services.domain import Chunk, Page
 from services.extraction import extract
 from services.http import llm_http_client
@@ -61,12 +61,8 @@ def words_of(path: Path) -> int:
 
 def book_chunks(settings: Settings, path: Path = BOOK) -> list[Chunk]:
     """The file's chunks, as the splitter makes them."""
-    chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)
-    made: list[Chunk] = []
-    for item in extract(path, settings.limits, filename=path.name):
-        if isinstance(item, Page):
-            made += chunker.add(item)
-    return made + chunker.finish()
+    pages = (p for p in extract(path, settings.limits, filename=path.name) if isinstance(p, Page))
+    return chunk_pages(pages, settings.chunks.max_tokens, settings.chunks.overlap_tokens)
 
 
 def generated_tokens(url: str) -> int | None:

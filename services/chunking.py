@@ -21,6 +21,7 @@ Pages without text are skipped; indices are dense from 0; same pages in, same ch
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from services.domain import Chunk, Page, Segment
@@ -169,3 +170,10 @@ class Chunker:
         self._units = carried[::-1]
         self._carried = len(self._units)
         self._tokens = sum(u.tokens for u in self._units)
+
+
+def chunk_pages(pages: Iterable[Page], max_tokens: int, overlap_tokens: int) -> list[Chunk]:
+    """Every chunk of a whole document at once (the splitter feeds a Chunker page by page)."""
+    chunker = Chunker(max_tokens, overlap_tokens)
+    made = [chunk for page in pages for chunk in chunker.add(page)]
+    return made + chunker.finish()

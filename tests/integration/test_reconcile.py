@@ -20,7 +20,7 @@ from deckstream.client import DeckstreamClient
 from deckstream.stack import Stack, start_stack
 from services import topics
 from services.blobs import LocalBlobStore
-from services.chunking import Chunker
+from services.chunking import chunk_pages
 from services.domain import Card, Chunk, Page
 from services.events import CardsGenerated, ChunksPlanned, DocumentUploaded, Event, ExtractionEnded
 from services.extraction import extract
@@ -65,12 +65,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_ur
 
 def plan(path: Path, settings: Settings) -> list[Chunk]:
     """The chunks the splitter makes of this file with these settings."""
-    chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)
-    made: list[Chunk] = []
-    for item in extract(path, LimitSettings(), filename=path.name):
-        if isinstance(item, Page):
-            made += chunker.add(item)
-    return made + chunker.finish()
+    pages = (p for p in extract(path, LimitSettings(), filename=path.name) if isinstance(p, Page))
+    return chunk_pages(pages, settings.chunks.max_tokens, settings.chunks.overlap_tokens)
 
 
 def publish(bootstrap: str, events: list[tuple[str, Event]]) -> None:

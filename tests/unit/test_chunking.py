@@ -8,8 +8,8 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.chunking import Chunker
-from services.domain import Chunk, Page
+from services.chunking import chunk_pages
+from services.domain import Page
 from services.extraction.cleanup import (
     RepeatedEdgeFilter,
     edge_key,
@@ -49,12 +49,6 @@ PAGES = st.lists(PAGE_TEXT, min_size=1, max_size=12).map(
 )
 
 
-def chunk_all(pages: list[Page], max_tokens: int, overlap: int) -> list[Chunk]:
-    chunker = Chunker(max_tokens, overlap)
-    out = [chunk for page in pages for chunk in chunker.add(page)]
-    return out + chunker.finish()
-
-
 def squash(text: str) -> str:
     return "".join(text.split())
 
@@ -67,7 +61,7 @@ FAST = settings(max_examples=80, deadline=None, suppress_health_check=[HealthChe
 def test_chunks_are_bounded_dense_ordered_and_deterministic(
     pages: list[Page], max_tokens: int, overlap: int
 ) -> None:
-    chunks = chunk_all(pages, max_tokens, overlap)
+    chunks = chunk_pages(pages, max_tokens, overlap)
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert all(0 < c.tokens <= max_tokens and c.tokens == count_tokens(c.text) for c in chunks)
     for chunk in chunks:
@@ -76,13 +70,13 @@ def test_chunks_are_bounded_dense_ordered_and_deterministic(
     assert [c.pages for c in chunks] == sorted(c.pages for c in chunks), "chunks come out in reading order"
     assert all(s.text.strip() for c in chunks for s in c.segments)
     assert {s.page for c in chunks for s in c.segments} == {p.number for p in pages if p.text.strip()}
-    assert chunk_all(pages, max_tokens, overlap) == chunks
+    assert chunk_pages(pages, max_tokens, overlap) == chunks
 
 
 @FAST
 @given(PAGES, st.integers(min_value=8, max_value=400))
 def test_without_overlap_every_page_is_in_the_chunks_exactly_once(pages: list[Page], max_tokens: int) -> None:
-    chunks = chunk_all(pages, max_tokens, 0)
+    chunks = chunk_pages(pages, max_tokens, 0)
     for page in pages:
         cited = "".join(s.text for c in chunks for s in c.segments if s.page == page.number)
         assert squash(cited) == squash(page.text)
@@ -138,13 +132,13 @@ def test_overlap_repeats_at_most_overlap_tokens_and_loses_nothing(
     pages: list[Page], max_tokens: int, overlap: int
 ) -> None:
     stream = "".join(squash(p.text) for p in pages)
-    chunks = [squash(c.text) for c in chunk_all(pages, max_tokens, overlap)]
+    chunks = [squash(c.text) for c in chunk_pages(pages, max_tokens, overlap)]
     assert _explains(stream, chunks, min(overlap, max_tokens // 2))
 
 
 def test_tiny_slides_merge_into_one_chunk() -> None:
     slides = [Page(n, f"Slide {n}", (f"Topic {n}",), f"Topic {n}\n- fact {n}", "text") for n in range(1, 11)]
-    [chunk] = chunk_all(slides, 350, 40)
+    [chunk] = chunk_pages(slides, 350, 40)
     assert [s.label for s in chunk.segments] == [f"Slide {n}" for n in range(1, 11)]
     assert chunk.pages == (1, 10)
 
@@ -152,14 +146,14 @@ def test_tiny_slides_merge_into_one_chunk() -> None:
 def test_paragraphs_stay_whole_when_they_fit() -> None:
     para = " ".join(["Enzymes speed up reactions."] * 10)  # 50 tokens
     page = Page(1, "1", (), "\n\n".join([para] * 6), "text")
-    chunks = chunk_all([page], 120, 0)
+    chunks = chunk_pages([page], 120, 0)
     assert all(squash(seg.text) in {squash(para), squash(para + para)} for c in chunks for seg in c.segments)
 
 
 def test_overlap_carries_whole_sentences_into_the_next_chunk() -> None:
     sentences = [f"Fact number {n} about osmosis." for n in range(40)]
     page = Page(7, "vii", ("Water",), " ".join(sentences), "text")
-    first, second, *_ = chunk_all([page], 60, 15)
+    first, second, *_ = chunk_pages([page], 60, 15)
     assert first.text.endswith("Fact number 5 about osmosis.")  # 9 tokens a sentence: one fits in 15
     assert second.text.startswith("Fact number 5 about osmosis. Fact number 6 about osmosis.")
     assert (second.segments[0].page, second.segments[0].label) == (7, "vii")
@@ -167,13 +161,13 @@ def test_overlap_carries_whole_sentences_into_the_next_chunk() -> None:
 
 def test_an_overlong_sentence_is_hard_split() -> None:
     page = Page(1, "1", (), " ".join(["glycolysis"] * 2000), "text")
-    chunks = chunk_all([page], 50, 10)
+    chunks = chunk_pages([page], 50, 10)
     assert len(chunks) > 10 and all(c.tokens <= 50 for c in chunks)
 
 
 def test_pages_without_text_are_skipped() -> None:
     pages = [Page(1, "1", (), "", "skipped", "blank page"), Page(2, "2", (), "Cells.", "text")]
-    [chunk] = chunk_all(pages, 100, 10)
+    [chunk] = chunk_pages(pages, 100, 10)
     assert [s.page for s in chunk.segments] == [2]
 
 

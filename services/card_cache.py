@@ -38,7 +38,7 @@ class Cached:
 
 
 def store_cached(blobs: BlobStore, key: str, cards: Sequence[Card], empty_reason: str | None = None) -> None:
-    entry = {"cards": [card_to_json(c) for c in cards], "empty_reason": empty_reason if not cards else None}
+    entry = {"cards": [card_to_json(c) for c in cards], "empty_reason": empty_reason}
     blobs.put_json(_uri_key(key), entry)
 
 

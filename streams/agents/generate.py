@@ -189,7 +189,7 @@ def register(
         started: float,
         why: str | None,
     ) -> None:
-        """Announce a chunk's cards, already stored where the deck assembly reads them."""
+        """Announce a chunk's cards (already stored where the deck reads them), or why none."""
         await cards.send(
             key=ev.document_id,
             value=CardsGenerated(
@@ -202,7 +202,7 @@ def register(
                 prompt_version=version,
                 elapsed_ms=int((time.monotonic() - started) * 1000),
                 pages=list(dict.fromkeys(seg.label for seg in ev.segments)),
-                empty_reason=why if not made else None,
+                empty_reason=why,
             ),
         )
 

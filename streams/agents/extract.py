@@ -61,9 +61,13 @@ async def iterate_in_thread(
             await asyncio.to_thread(close)
 
 
+def _attempt(up: DocumentUploaded) -> int:
+    """A chunk sent again is not a first attempt: it is worked on even if the document had a
+    deck before (a user's retry round), where a redelivered first attempt would be skipped."""
+    return 1 if up.replay_chunks else 0
+
+
 def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
-    # A chunk sent again is not a first attempt: it is worked on even if the document had a
-    # deck before (a user's retry round), where a redelivered first attempt would be skipped.
     return ChunkCreated(
         **up.ids(),
         chunk_index=chunk.index,
@@ -74,7 +78,7 @@ def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
         card_types=up.card_types,
         cards_per_chunk=up.cards_per_chunk,
         lane=lane,
-        attempt=1 if up.replay_chunks else 0,
+        attempt=_attempt(up),
     )
 
 
@@ -99,7 +103,7 @@ def register(
 
     async def split_one(up: DocumentUploaded) -> None:
         bound = log.bind(document_id=up.document_id, generation=up.generation)
-        if res.is_settled(up.document_id, up.generation, 1 if up.replay_chunks else 0):
+        if res.is_settled(up.document_id, up.generation, _attempt(up)):
             bound.info("upload skipped: the document is finished or cancelled")
             return
         chunker = Chunker(settings.chunks.max_tokens, settings.chunks.overlap_tokens)

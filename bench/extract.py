@@ -26,12 +26,12 @@ from typing import Any
 
 import pymupdf
 
+from deckstream.corpus import CORPUS
 from services.domain import ExtractionEnded, Page
 from services.errors import InputRejected
 from services.extraction import extract, extract_isolated
 from services.settings import LimitSettings
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus"
 fitz: Any = pymupdf  # untyped methods
 ROUNDS = 5
 

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 
 from deckstream.client import DeckstreamClient
+from deckstream.corpus import CORPUS
 from deckstream.stack import Stack, start_stack
 from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
 from services import topics
@@ -29,7 +30,6 @@ from services.llm_sim import SimConfig
 from services.process import die_with_parent, free_port, terminate, wait_until
 from services.settings import Settings
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 BOOK = CORPUS / "freeculture_lessig_352p.pdf"
 SMALL = CORPUS / "bee4750_syllabus.docx"
 TOKEN = "bench-token-0123456789"

@@ -15,11 +15,11 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from deckstream.corpus import CORPUS
 from services.domain import Chunk, Segment
 from services.errors import DeckstreamError
 from services.generation import generate_cards
@@ -28,7 +28,7 @@ from services.llm_server import start_local_llm
 from services.scheduler import InflightScheduler
 from services.settings import get_settings
 
-CORPUS = Path(os.environ.get("DECKSTREAM_CORPUS", "/work/shared/corpus")) / "bee4750_syllabus.docx"
+SYLLABUS = CORPUS / "bee4750_syllabus.docx"
 N_CHUNKS = 8
 MAX_TOKENS = 160
 
@@ -38,9 +38,9 @@ def load_chunks(n: int = N_CHUNKS) -> list[Chunk]:
     try:
         import docx
 
-        paragraphs = [p.text for p in docx.Document(str(CORPUS)).paragraphs if len(p.text.split()) > 40]
+        paragraphs = [p.text for p in docx.Document(str(SYLLABUS)).paragraphs if len(p.text.split()) > 40]
     except Exception as exc:  # a missing corpus or python-docx: say so, do not invent numbers
-        sys.exit(f"cannot read {CORPUS}: {exc}")
+        sys.exit(f"cannot read {SYLLABUS}: {exc}")
     return [
         Chunk(i, (Segment(i + 1, str(i + 1), ("Syllabus",), text),), 0)
         for i, text in enumerate(paragraphs[:n])
@@ -86,7 +86,7 @@ async def run(url: str, chunks: list[Chunk], in_flight: int) -> dict[str, Any]:
                         profile="completion",
                         document_id="bench",
                         generation=1,
-                        filename=CORPUS.name,
+                        filename=SYLLABUS.name,
                         card_types=("basic",),
                         per_chunk=4,
                         max_tokens=MAX_TOKENS,

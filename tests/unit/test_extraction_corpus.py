@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
+from deckstream.corpus import CORPUS
 from services.domain import DocumentOpened, ExtractionEnded, Page
 from services.errors import CorruptFile, EmptyFile, InputRejected, PasswordProtected, UnsupportedFileType
 from services.extraction import check_upload, extract
 from services.extraction.pdf import find_tessdata
 from services.settings import LimitSettings
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 OCR = find_tessdata("eng") is not None
 
 

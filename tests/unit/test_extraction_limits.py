@@ -16,6 +16,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from deckstream.corpus import CORPUS
 from deckstream.extract_cli import register
 from services.domain import DocumentOpened, ExtractionEnded, Page
 from services.errors import CorruptFile, FileTooLarge, PasswordProtected
@@ -23,7 +24,6 @@ from services.extraction import check_upload, extract, extract_isolated, isolate
 from services.extraction import pdf as pdf_reader
 from services.settings import LimitSettings
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 BOMB = CORPUS / "pdfjs_bomb_giant.pdf"
 
 

@@ -14,12 +14,12 @@ from docx.enum.text import WD_BREAK
 from pptx.util import Inches
 from typer.testing import CliRunner
 
+from deckstream.corpus import CORPUS
 from deckstream.extract_cli import register
 from services.domain import Page
 from services.extraction import extract
 from services.settings import LimitSettings
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"
 LIMITS = LimitSettings()
 
 

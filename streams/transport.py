@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with a short fetch wait (URL scheme `deckstream-kafka://`).
+"""Faust's aiokafka transport, with a short fetch wait and a cheap hand-off (`deckstream-kafka://`).
 
 One consumer feeds every agent of a worker, and it has one fetch request in flight to the
 broker at a time. A fetch covers only the partitions with nothing buffered, and Faust makes
@@ -6,19 +6,36 @@ the broker hold it for up to 1.5 s when those are quiet: meanwhile the partition
 have new records (chunks for the LLM, facts for the tracker) wait. Measured on the generation
 bench: idle gaps of 1-1.5 s in a 7 s run. A 50 ms wait costs the broker about 20 empty
 fetches a second per idle worker.
+
+Faust hands each record to its agents inside `wait_first(callback(record), suspend_flow)`: four
+tasks, three of them cancelled again, and two passes of the event loop per record. With 64 LLM
+calls in flight a pass takes milliseconds, and the generation bench measured chunks reaching
+their actors 1.4 s (median) after they were published: the consumer, not the LLM, set the pace.
+Here the callback runs inline, and only a record that has to wait (a full channel) takes
+Faust's path, so a rebalance can still abandon it.
+
+When an agent's buffer fills, Faust stops fetching that partition until the buffer is down to
+40%, but a `getmany` already waiting keeps the old partition list until its timeout, which
+Faust sets at 1 s: the bench saw a book's last cards wait in 1 s steps for a tracker that
+had long emptied its buffer. A 0.1 s timeout bounds that stall.
 """
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Coroutine
 from typing import Any
 
 import aiokafka
 from faust.transport import drivers
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import ServiceT
 
 from services.topics import FETCH_MAX_WAIT_MS
 
 SCHEME = "deckstream-kafka"
+GETMANY_TIMEOUT_S = 0.1
 
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -29,9 +46,98 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+async def _finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
+    """Run `coro`, already started and now waiting on `waiting_on`, to its end in this task."""
+    while True:
+        try:
+            if waiting_on is None:  # a bare yield: asyncio.sleep(0)
+                await asyncio.sleep(0)
+            else:  # as a Task does with a future its coroutine yields
+                waiting_on._asyncio_future_blocking = False
+                await waiting_on
+        except BaseException as exc:  # passed on to the coroutine below
+            if waiting_on is not None and waiting_on.done():
+                pass  # the future's own outcome: the coroutine reads it when resumed
+            else:  # this task was cancelled (say, by a rebalance): so is the coroutine
+                if waiting_on is not None:
+                    waiting_on.cancel()
+                try:
+                    waiting_on = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+                continue
+        try:
+            waiting_on = coro.send(None)
+        except StopIteration as stop:
+            return stop.value
+
+
 class _Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _deliver(self, delivery: Coroutine[Any, Any, Any]) -> None:
+        """Run the agents' callback for one record inline; wait as Faust does only if it blocks."""
+        try:
+            waiting_on = delivery.send(None)
+        except StopIteration:
+            return
+        await self.wait_first(_finish(delivery, waiting_on), self.suspend_flow.wait())
+
+    async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
+        # faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.x, pinned),
+        # with the record handed over by _deliver instead of wait_first, and a shorter getmany.
+        callback = self.callback
+        getmany = self.getmany
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set  # type: ignore[attr-defined]
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        yield_every = 100
+        num_since_yield = 0
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                ait = getmany(timeout=GETMANY_TIMEOUT_S)
+                await self.sleep(0)
+                if not self.should_stop:
+                    async for tp, message in ait:
+                        num_since_yield += 1
+                        if num_since_yield > yield_every:
+                            await asyncio.sleep(0)
+                            num_since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is None or offset >= r_offset:
+                            gap = offset - (r_offset or 0)
+                            if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                                await self._add_gap(tp, r_offset + 1, offset)
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            delivery: Awaitable[Any] = callback(message)
+                            await self._deliver(delivery)  # type: ignore[arg-type]
+                            set_read_offset(tp, offset)
+                    unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
 
 
 class Transport(faust_aiokafka.Transport):

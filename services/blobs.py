@@ -89,8 +89,8 @@ class LocalBlobStore:
         except FileNotFoundError:  # the folder was removed under us (say, a cache cleared by hand)
             target.parent.mkdir(parents=True, exist_ok=True)
             out = open(tmp, "w", encoding="utf-8")  # noqa: SIM115
-        with out:
-            json.dump(value, out, ensure_ascii=False)
+        with out:  # dumps, not dump: json.dump encodes in pure Python, a piece at a time
+            out.write(json.dumps(value, ensure_ascii=False))
         os.replace(tmp, target)
         return uri
 

@@ -15,6 +15,7 @@ most key-term hits, so every citation lies within the chunk's span.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,7 +53,9 @@ class GenerationResult:
     attempts: int = 0
 
 
+@functools.lru_cache(maxsize=65536)
 def _stem(word: str) -> str:
+    """Words repeat across a book's chunks: each is stemmed once."""
     for suffix in ("ing", "ed", "s", "e"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             word = word[: -len(suffix)]
@@ -147,8 +150,8 @@ def _read(
 def _ground(
     cards: list[RawCard], chunk: Chunk, ids: Callable[[int], str], version: str, filename: str
 ) -> tuple[list[Card], list[tuple[str, str]]]:
-    chunk_terms = set(key_terms(chunk.text))
     segment_terms = [set(key_terms(s.text)) for s in chunk.segments]
+    chunk_terms = set().union(*segment_terms)  # the chunk's text is its segments, one per line
     kept: list[Card] = []
     dropped: list[tuple[str, str]] = []
     for raw in cards:

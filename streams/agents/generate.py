@@ -18,7 +18,14 @@ from typing import Any
 import faust
 import structlog
 
-from services.card_cache import Cached, cache_key, cards_for_chunk, load_cached, store_cached
+from services.card_cache import (
+    Cached,
+    cache_key,
+    cards_for_chunk,
+    has_cached,
+    load_cached,
+    store_cached,
+)
 from services.decks import store_chunk_cards
 from services.domain import Card, Chunk
 from services.errors import DeckstreamError, RetryableError
@@ -99,8 +106,8 @@ def register(
                 store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, hit.cards)
             return hit
 
-        try:
-            cached = await asyncio.to_thread(reuse)
+        try:  # a miss costs one stat; only a hit takes the thread hop to read and file it
+            cached = await asyncio.to_thread(reuse) if has_cached(res.blobs, key) else None
         except Exception as exc:
             await store_failed(ev, exc, bound)
             return

@@ -1,0 +1,174 @@
+"""Where the worker departs from Faust's defaults for speed, it keeps Faust's semantics.
+
+- A record is handed to the agents inline; one that has to wait (a full channel) is finished
+  in a task that a rebalance (suspend_flow) can abandon, as Faust does.
+- Stream iterators give way to other tasks at most every 2 ms instead of before every event.
+- Topic buffers get the size build_app asks for (Faust's App.topic drops it).
+- A started producer is returned without a pass of the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import mode
+import pytest
+
+import streams.app as app_module
+from services.settings import Settings
+from streams.app import App, build_app
+from streams.transport import _Consumer, _finish
+
+
+class LoopPasses:
+    """Counts passes of the event loop while it runs."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _tick(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    async def __aenter__(self) -> LoopPasses:
+        self._task = asyncio.create_task(self._tick())
+        await asyncio.sleep(0)
+        self.count = 0
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def deliver(coro: Any, suspend: asyncio.Event) -> None:
+    service = mode.Service()
+    consumer = SimpleNamespace(wait_first=service.wait_first, suspend_flow=suspend)
+    await _Consumer._deliver(consumer, coro)  # type: ignore[arg-type]
+
+
+async def test_a_record_that_need_not_wait_is_delivered_without_a_loop_pass() -> None:
+    queue: asyncio.Queue[int] = asyncio.Queue(maxsize=4)
+    async with LoopPasses() as passes:
+        for i in range(3):
+            await deliver(queue.put(i), asyncio.Event())
+        assert passes.count == 0
+    assert [queue.get_nowait() for _ in range(3)] == [0, 1, 2]
+
+
+async def test_a_record_waiting_for_room_is_delivered_once_there_is_room() -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+    queue.put_nowait("first")
+    delivery = asyncio.create_task(deliver(queue.put("second"), asyncio.Event()))
+    await asyncio.sleep(0.01)
+    assert not delivery.done()
+    assert queue.get_nowait() == "first"
+    await asyncio.wait_for(delivery, 5)
+    assert queue.get_nowait() == "second"
+
+
+async def test_a_waiting_record_is_abandoned_when_the_flow_is_suspended() -> None:
+    queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
+    queue.put_nowait("first")
+    suspend = asyncio.Event()
+    delivery = asyncio.create_task(deliver(queue.put("second"), suspend))
+    await asyncio.sleep(0.01)
+    suspend.set()  # a rebalance: the partition may belong to another worker now
+    await asyncio.wait_for(delivery, 5)
+    assert queue.get_nowait() == "first"
+    await asyncio.sleep(0.01)
+    assert queue.empty()  # the abandoned record never went in
+
+
+async def test_finish_passes_a_futures_error_to_the_coroutine() -> None:
+    failing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    async def waits() -> str:
+        try:
+            await failing
+        except KeyError:
+            return "handled"
+        return "not raised"
+
+    coro = waits()
+    yielded = coro.send(None)
+    assert yielded is failing
+    asyncio.get_running_loop().call_soon(failing.set_exception, KeyError("x"))
+    assert await _finish(coro, yielded) == "handled"
+
+
+async def test_finish_runs_a_coroutine_through_bare_yields() -> None:
+    async def steps() -> int:
+        for _ in range(3):
+            await asyncio.sleep(0)
+        return 42
+
+    coro = steps()
+    assert coro.send(None) is None  # asyncio.sleep(0) yields None
+    assert await _finish(coro, None) == 42
+
+
+async def test_cancelling_finish_cancels_the_coroutine() -> None:
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    cleaned_up = []
+
+    async def waits_forever() -> None:
+        try:
+            await never
+        finally:
+            cleaned_up.append(True)
+
+    coro = waits_forever()
+    task = asyncio.create_task(_finish(coro, coro.send(None)))
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned_up == [True]
+    assert never.cancelled()
+
+
+async def test_stream_iterators_give_way_at_most_every_two_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(app_module, "_clock", lambda: now[0])
+    monkeypatch.setattr(app_module, "_last_yield", 0.0)
+    sleep = app_module._sleep_now_and_then
+    async with LoopPasses() as passes:
+        await sleep(0)  # long since anyone gave way: this one does
+        assert passes.count == 1
+        for _ in range(50):
+            await sleep(0)
+        assert passes.count == 1  # within 2 ms: no pass each
+        now[0] += 2 * app_module.STREAM_YIELD_EVERY_S
+        await sleep(0)
+        assert passes.count == 2
+        await sleep(0.001)  # a real delay is always a real sleep
+        assert passes.count >= 3
+
+
+def test_build_app_installs_the_iterator_sleep_and_sizes_topic_buffers() -> None:
+    from faust._cython import streams as cython_streams
+
+    settings = Settings.model_validate({"kafka": {"bootstrap": "127.0.0.1:9", "bulk_buffer": 777}})
+    app, _ = build_app(settings)
+    assert cython_streams.sleep is app_module._sleep_now_and_then
+    buffers = {
+        topic: agent.channel.queue.maxsize for agent in app.agents.values() for topic in agent.channel.topics
+    }
+    assert buffers["documents.chunks"] == 777  # the bulk lane: a deep buffer
+    assert buffers["chunks.cards"] == 777  # the tracker's facts
+    assert buffers["documents.chunks.interactive"] == app.conf.stream_buffer_maxsize
+
+
+async def test_a_started_producer_is_returned_without_a_loop_pass() -> None:
+    app = App("adaptations-test", broker="deckstream-kafka://127.0.0.1:9", web_enabled=False)
+    producer = app.producer
+    producer._started.set()  # as after the worker started it
+    async with LoopPasses() as passes:
+        for _ in range(5):
+            assert await app.maybe_start_producer() is producer
+        assert passes.count == 0

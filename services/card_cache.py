@@ -42,11 +42,6 @@ def store_cached(blobs: BlobStore, key: str, cards: Sequence[Card], empty_reason
     blobs.put_json(_uri_key(key), entry)
 
 
-def has_cached(blobs: BlobStore, key: str) -> bool:
-    """Whether an entry exists: one stat, cheap enough to ask on the event loop."""
-    return blobs.path("blob://" + _uri_key(key)).exists()
-
-
 def load_cached(
     blobs: BlobStore, key: str, *, document_id: str, generation: int, chunk_index: int, filename: str
 ) -> Cached | None:

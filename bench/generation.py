@@ -47,23 +47,18 @@ from services.llm import Profile, build_llm_client, detect_profile, http_timeout
 from services.llm_sim import SimConfig, ideal_time
 from services.process import terminate
 from services.prompting import render_prompt
-from services.settings import LimitSettings, LLMSettings, Settings
+from services.settings import LLMSettings, Settings
 
 GPU_MODEL = SimConfig(capacity=64, latency_s=0.3, tokens_per_s=20.0)
 
 
-def words_of(path: Path) -> int:
-    """Words of the extracted text, as the pipeline extracts it."""
-    return sum(
-        len(ev.text.split())
-        for ev in extract(path, LimitSettings(), filename=path.name)
-        if isinstance(ev, Page)
-    )
+def pages_of(path: Path, settings: Settings) -> list[Page]:
+    """The file's pages, as the pipeline extracts them."""
+    return [p for p in extract(path, settings.limits, filename=path.name) if isinstance(p, Page)]
 
 
-def book_chunks(settings: Settings, path: Path = BOOK) -> list[Chunk]:
-    """The file's chunks, as the splitter makes them."""
-    pages = (p for p in extract(path, settings.limits, filename=path.name) if isinstance(p, Page))
+def chunks_of(pages: list[Page], settings: Settings) -> list[Chunk]:
+    """The pages' chunks, as the splitter makes them."""
     return chunk_pages(pages, settings.chunks.max_tokens, settings.chunks.overlap_tokens)
 
 
@@ -114,10 +109,15 @@ async def saturate(url: str, model: str, profile: str, capacity: int, chunks: li
 
 
 def server_comparison(
-    url: str, model: str, capacity: int, profile: str, shape: SimConfig | None, path: Path = BOOK
+    url: str,
+    model: str,
+    capacity: int,
+    profile: str,
+    shape: SimConfig | None,
+    path: Path,
+    chunks: list[Chunk],
 ) -> dict[str, Any]:
-    """Direct saturation, then the file through the pipeline, against the same server."""
-    chunks = book_chunks(Settings(), path)
+    """Direct saturation with the file's chunks, then the file through the pipeline."""
     direct = asyncio.run(saturate(url, model, profile, capacity, chunks))
     with llm_stack(url, model, capacity, profile) as run:
         before = generated_tokens(url)
@@ -150,10 +150,10 @@ def server_comparison(
     return out
 
 
-def gpu_model() -> dict[str, Any]:
+def gpu_model(chunks: list[Chunk]) -> dict[str, Any]:
     proc, url = start_sim(GPU_MODEL)
     try:
-        return server_comparison(url, "deckstream-sim", GPU_MODEL.capacity, "chat", GPU_MODEL)
+        return server_comparison(url, "deckstream-sim", GPU_MODEL.capacity, "chat", GPU_MODEL, BOOK, chunks)
     finally:
         terminate(proc)
 
@@ -170,17 +170,21 @@ def main() -> None:
         "--file", type=Path, default=BOOK, help="with --llm-url: the document (default: the book)"
     )
     args = parser.parse_args(sys.argv[2:])
+    settings = Settings()
     if args.llm_url:
-        server = server_comparison(args.llm_url, args.model, args.capacity, args.profile, None, args.file)
+        chunks = chunks_of(pages_of(args.file, settings), settings)
+        server = server_comparison(
+            args.llm_url, args.model, args.capacity, args.profile, None, args.file, chunks
+        )
         sys.stdout.write(json.dumps({"bench": "generation", "server": args.llm_url} | server) + "\n")
         return
-    words = words_of(BOOK)
+    pages = pages_of(BOOK, settings)
+    words = sum(len(p.text.split()) for p in pages)
+    chunks = chunks_of(pages, settings)
     with sim_stack(SIM) as run:
         # The same prompts straight to the same simulator, 64 at a time, with no pipeline: the
         # best this machine's client and simulator manage, beside the capacity model's ideal.
-        direct = asyncio.run(
-            saturate(run.llm_url, "deckstream-sim", "chat", SIM.capacity, book_chunks(Settings()))
-        )
+        direct = asyncio.run(saturate(run.llm_url, "deckstream-sim", "chat", SIM.capacity, chunks))
         before = run.sim_stats()
         first = run_document(run.client, BOOK)
         between = run.sim_stats()
@@ -228,7 +232,7 @@ def main() -> None:
             "cards": second["cards"],
             "status": second["status"],
         },
-        "gpu_model": gpu_model(),
+        "gpu_model": gpu_model(chunks),
     }
     sys.stdout.write(json.dumps(result) + "\n")
 

@@ -115,6 +115,8 @@ def llm_stack(url: str, model: str, capacity: int, profile: str = "auto") -> Ite
         with DeckstreamClient(stack.api_url, TOKEN, timeout_s=60) as client:
             run = BenchStack(client, url, stack)
             run_document(client, SMALL)  # warm-up: group joins, first connections
+            # ...whose cards must not serve the measured runs (`--file` may be that document).
+            shutil.rmtree(settings.blob_dir / "cache", ignore_errors=True)
             yield run
     finally:
         if stack is not None:

@@ -14,6 +14,7 @@ from services import topics
 from services.blobs import BlobStore, LocalBlobStore
 from services.breaker import CircuitBreaker
 from services.events import CancelDocument, DeckAssembled, decode
+from services.extraction import Sandbox
 from services.http import llm_http_client
 from services.llm import LLMClient, Profile, build_llm_client, detect_profile, http_timeout
 from services.scheduler import InflightScheduler
@@ -23,13 +24,15 @@ log = structlog.get_logger(__name__)
 
 
 class PipelineResources(faust.Service):
-    """The blob store, the LLM client, and which documents need no more work (cancelled, finished)."""
+    """The blob store, the extraction sandbox, the LLM client, and which documents need no more
+    work (cancelled, finished)."""
 
     def __init__(self, settings: Settings, bootstrap: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
         self.bootstrap = bootstrap
         self.blobs: BlobStore = LocalBlobStore(settings.blob_dir)
+        self.sandbox = Sandbox(settings.limits)
         self.http: httpx.AsyncClient | None = None
         self.llm: LLMClient | None = None
         self.profile: Profile = "chat"
@@ -73,9 +76,11 @@ class PipelineResources(faust.Service):
         )
         await self._control.start()
         self.add_future(self._watch_control())
+        self.sandbox.prepare()  # the first upload's extraction starts without interpreter start-up
         self._ready_event().set()
 
     async def on_stop(self) -> None:
+        self.sandbox.close()
         if self._control is not None:
             await self._control.stop()
         if self.http is not None:

@@ -9,8 +9,11 @@ itself stops at ``extract_timeout_s`` between pages) and kills the child's proce
 If the child dies or is killed mid-way, the parent yields the pages it got, then every remaining
 page as skipped with the reason, then ExtractionEnded ("partial" if any text was read, else
 "failed"). Refusals raised in the child are re-raised here as the same class and reason.
-Overhead: one interpreter start plus the imports the format needs, ~0.15 s per document
-(``python -m bench extract``); the pipeline pays it once per document, not per page.
+A cold child costs one interpreter start plus the imports the format needs (~0.3 s with
+PyMuPDF; ``python -m bench extract``) before its first page. A long-lived process (the worker)
+uses a :class:`Sandbox`, which keeps one child started ahead of time with every parser imported
+and waiting for its job on stdin: a document's extraction then starts at once. Each child still
+extracts one document only, so nothing a hostile file did to one child reaches the next.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,8 +61,8 @@ _PRELUDE = """\
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
 resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu} + 5))
-from services.extraction.worker import main
-sys.exit(main())
+from services.extraction.worker import serve
+sys.exit(serve(warm={warm}))
 """
 
 
@@ -83,43 +87,47 @@ def _death_reason(returncode: int, stderr: str, timeout: float | None) -> str:
 
 
 class _Child:
-    """The running worker: JSON messages from stdout until EOF or the deadline."""
+    """One extraction subprocess: started (limits set, maybe parsers imported), then given one
+    job on stdin, then read as JSON messages from stdout until EOF or the deadline."""
 
-    def __init__(self, path: Path, limits: LimitSettings, filename: str, tables: bool) -> None:
-        timeout = limits.extract_timeout_s
-        self.deadline = time.monotonic() + timeout + _grace(timeout)
+    def __init__(self, limits: LimitSettings, *, warm: bool = False) -> None:
+        self.limits = limits
+        self.deadline = math.inf  # set when the job is given
         self.timed_out = False
         self.stderr = b""
+        timeout = limits.extract_timeout_s
         prelude = _PRELUDE.format(
-            mem=int(limits.extract_memory_bytes), cpu=math.ceil(timeout + _grace(timeout)) + 1
+            mem=int(limits.extract_memory_bytes), cpu=math.ceil(timeout + _grace(timeout)) + 1, warm=warm
         )
-        cmd = [
-            sys.executable,
-            "-c",
-            prelude,
-            str(path),
-            "--filename",
-            filename,
-            "--limits",
-            limits.model_dump_json(),
-            "--deadline",
-            repr(time.time() + timeout),
-        ]
-        if tables:
-            cmd.append("--tables")
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         }
         self.proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
+            [sys.executable, "-c", prelude],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             env=env,
             cwd=REPO_ROOT,
             start_new_session=True,
         )
+
+    def usable_for(self, limits: LimitSettings) -> bool:
+        return self.limits == limits and self.proc.poll() is None
+
+    def start(self, path: Path, filename: str, tables: bool) -> None:
+        """Give the child its one job; the deadline runs from now, not from when it started."""
+        timeout = self.limits.extract_timeout_s
+        self.deadline = time.monotonic() + timeout + _grace(timeout)
+        argv = [str(path), "--filename", filename, "--limits", self.limits.model_dump_json()]
+        argv += ["--deadline", repr(time.time() + timeout), *(["--tables"] if tables else [])]
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(argv).encode() + b"\n")
+            self.proc.stdin.close()
+        except BrokenPipeError:  # it died before the job: messages() sees EOF, close() says why
+            pass
 
     def messages(self) -> Iterator[dict[str, Any]]:
         assert self.proc.stdout is not None and self.proc.stderr is not None
@@ -159,7 +167,7 @@ class _Child:
             self.proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.kill()
-        for stream in (self.proc.stdout, self.proc.stderr):
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
         return self.proc.returncode
@@ -169,8 +177,73 @@ def extract_isolated(
     path: Path, limits: LimitSettings, *, filename: str, tables: bool = False
 ) -> Iterator[Event]:
     """``extract`` in a resource-limited subprocess; same events, same refusals (module docstring)."""
-    kind = sniff(path, filename=filename)  # bytes only; fills in DocumentOpened if the child dies early
-    child = _Child(path, limits, filename, tables)
+    yield from _run(_Child(limits), path, filename=filename, tables=tables)
+
+
+class Sandbox:
+    """``extract_isolated`` for a long-lived process, with one child kept started ahead of time.
+
+    The spare child has its limits set and every parser imported, and waits for its job on
+    stdin; a new spare is started when a document's extraction is over (not during it, where
+    its start-up would compete with the extraction for CPU). With no spare ready (documents
+    extracted at the same time, other limits, a spare that died), a child is started cold, as
+    ``extract_isolated`` does. ``close`` stops the spare; a spare whose parent dies sees EOF on
+    stdin and exits.
+    """
+
+    def __init__(self, limits: LimitSettings) -> None:
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._spare: _Child | None = None
+        self._closed = False
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The process id of the child waiting for the next document, if there is one."""
+        spare = self._spare
+        return spare.proc.pid if spare is not None else None
+
+    def prepare(self) -> None:
+        """Start the spare child if there is none."""
+        with self._lock:
+            if self._spare is None and not self._closed:
+                self._spare = _Child(self.limits, warm=True)
+
+    def _take(self, limits: LimitSettings) -> _Child:
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None and spare.usable_for(limits):
+            return spare
+        if spare is not None:
+            spare.kill()
+            spare.close()
+        return _Child(limits)
+
+    def extract(
+        self, path: Path, *, filename: str, limits: LimitSettings | None = None, tables: bool = False
+    ) -> Iterator[Event]:
+        try:
+            yield from _run(self._take(limits or self.limits), path, filename=filename, tables=tables)
+        finally:
+            self.prepare()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+            spare.close()
+
+
+def _run(child: _Child, path: Path, *, filename: str, tables: bool) -> Iterator[Event]:
+    try:
+        kind = sniff(path, filename=filename)  # bytes only; fills in DocumentOpened if the child dies early
+    except BaseException:
+        child.kill()
+        child.close()
+        raise
+    child.start(path, filename, tables)
     opened: DocumentOpened | None = None
     pages: list[Page] = []
     error: str | None = None
@@ -199,7 +272,7 @@ def extract_isolated(
         why = error or _death_reason(
             returncode,
             child.stderr.decode(errors="replace"),
-            limits.extract_timeout_s if child.timed_out else None,
+            child.limits.extract_timeout_s if child.timed_out else None,
         )
         if opened is None:
             opened = DocumentOpened(kind, None)

@@ -189,5 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+_COLD = "import sys; from services.extraction.worker import serve; sys.exit(serve())"
+
+
+def serve(*, warm: bool = False) -> int:
+    """Subprocess entry used by ``isolated``: wait for one job on stdin (``main``'s arguments as a
+    JSON list on one line), then run it. A warm child imports every parser first, while it waits."""
+    if warm:
+        try:
+            from . import docx, pdf, pptx  # noqa: F401
+        except (ImportError, MemoryError):
+            # The parsers do not all fit this child's memory limit. Start again cold: the limits
+            # carry over exec, the job is still unread on stdin, and it imports only its parser.
+            os.execv(sys.executable, [sys.executable, "-c", _COLD])
+    line = sys.stdin.readline()
+    if not line:
+        return 0  # the parent went away before giving us a job
+    return main(json.loads(line))
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,10 +1,11 @@
 """documents.uploaded ──► documents.pages (the page ledger) and documents.chunks(.interactive).
 
-Extraction runs in a sandboxed subprocess (services.extraction) and streams pages; each page
-is published as it arrives and fed to the chunker, so the first chunk reaches the LLM while the
-rest of a long book is still being read. Redelivery repeats the same pages and chunks with the
-same ids: downstream consumers are idempotent. Pages and chunks are split by one agent because
-chunks span pages and a chunker's carry-over would otherwise need a changelogged table.
+Extraction runs in a sandboxed subprocess (services.extraction; the worker keeps one started
+ahead of time) and streams pages; each page is published as it arrives and fed to the chunker,
+so the first chunk reaches the LLM while the rest of a long book is still being read.
+Redelivery repeats the same pages and chunks with the same ids: downstream consumers are
+idempotent. Pages and chunks are split by one agent because chunks span pages and a chunker's
+carry-over would otherwise need a changelogged table.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
 from services.errors import InputRejected
 from services.events import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
 from services.events import ExtractionEnded as ExtractionEndedEvent
-from services.extraction import extract_isolated
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
@@ -125,7 +125,7 @@ def register(
 
         try:
             path = res.blobs.path(up.blob_uri)
-            items = iterate_in_thread(lambda: extract_isolated(path, settings.limits, filename=up.filename))
+            items = iterate_in_thread(lambda: res.sandbox.extract(path, filename=up.filename))
             async for item in items:
                 if res.is_cancelled(up.document_id, up.generation):
                     bound.info("extraction stopped: document cancelled")

@@ -64,10 +64,18 @@ def _hard_split(text: str, limit: int) -> list[str]:
 def _tail(text: str, budget: int) -> str:
     """The end of ``text`` worth at most ``budget`` tokens: whole sentences if any fit, else words."""
     used, cut = 0, len(text)
-    for begin, _end, tokens in reversed(token_spans(text)):
+    # Spans of the last few characters only (a paragraph can be long, the budget is small). The
+    # window's first span may be a run cut in two; the walk back must stop before reaching it.
+    window = len(text)
+    for window in (budget * 16, len(text)):
+        start = max(0, len(text) - window)
+        spans = token_spans(text[start:])
+        if start == 0 or sum(tokens for _b, _e, tokens in spans[1:]) > budget:
+            break
+    for begin, _end, tokens in reversed(spans):
         if used + tokens > budget:
             break
-        used, cut = used + tokens, begin
+        used, cut = used + tokens, start + begin
     tail = text[cut:]
     if cut > 0 and not text[:cut].rstrip().endswith((".", "!", "?", "…")):
         boundary = _SENTENCES.search(tail)
@@ -148,8 +156,8 @@ class Chunker:
             page, parts = unit.page, [unit.text]
         assert page is not None
         segments.append(Segment(page.number, page.label, page.section, "".join(parts)))
-        text = "\n".join(segment.text for segment in segments)
-        chunk = Chunk(self._index, tuple(segments), count_tokens(text))
+        # Units are joined by whitespace, which costs no token: the count adds up exactly.
+        chunk = Chunk(self._index, tuple(segments), sum(unit.tokens for unit in self._units))
         self._index += 1
         self._carry_overlap()
         return chunk

@@ -43,7 +43,7 @@ from services.errors import (
 from services.settings import LimitSettings
 
 from .sniff import sniff
-from .worker import Event, ledger_end, page_label
+from .worker import READY, Event, ledger_end, page_label
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFUSALS: dict[str, type[InputRejected]] = {
@@ -129,6 +129,21 @@ class _Child:
         except BrokenPipeError:  # it died before the job: messages() sees EOF, close() says why
             pass
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Wait for a warm child's READY line (before its job): True once its parsers are in."""
+        assert self.proc.stdout is not None
+        got = b""
+        deadline = time.monotonic() + timeout_s
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.proc.stdout, selectors.EVENT_READ)
+            while len(got) < len(READY) and (remaining := deadline - time.monotonic()) > 0:
+                if selector.select(timeout=remaining):
+                    data = os.read(self.proc.stdout.fileno(), len(READY) - len(got))
+                    if not data:
+                        return False  # it died (or restarted cold: no READY line)
+                    got += data
+        return got == READY
+
     def messages(self) -> Iterator[dict[str, Any]]:
         assert self.proc.stdout is not None and self.proc.stderr is not None
         selector = selectors.DefaultSelector()
@@ -203,6 +218,12 @@ class Sandbox:
         spare = self._spare
         return spare.proc.pid if spare is not None else None
 
+    def wait_ready(self, timeout_s: float = 30.0) -> bool:
+        """Wait until the spare child has its parsers imported (benchmarks and tests; it holds
+        back ``extract`` meanwhile). False if there is no spare or it is not warm in time."""
+        with self._lock:
+            return self._spare is not None and self._spare.wait_ready(timeout_s)
+
     def prepare(self) -> None:
         """Start the spare child if there is none."""
         with self._lock:
@@ -257,6 +278,8 @@ def _run(child: _Child, path: Path, *, filename: str, tables: bool) -> Iterator[
                 elif tag == "page":
                     pages.append(Page(**{**message, "section": tuple(message["section"])}))
                     yield pages[-1]
+                elif tag == "ready":  # a warm child's greeting nobody waited for
+                    continue
                 elif tag == "ended":
                     yield ExtractionEnded(**message)
                     return

@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 _COLD = "import sys; from services.extraction.worker import serve; sys.exit(serve())"
+READY = b'{"t": "ready"}\n'  # a warm child's first line: its parsers are imported
 
 
 def serve(*, warm: bool = False) -> int:
@@ -202,6 +203,7 @@ def serve(*, warm: bool = False) -> int:
             # The parsers do not all fit this child's memory limit. Start again cold: the limits
             # carry over exec, the job is still unread on stdin, and it imports only its parser.
             os.execv(sys.executable, [sys.executable, "-c", _COLD])
+        os.write(1, READY)
     line = sys.stdin.readline()
     if not line:
         return 0  # the parent went away before giving us a job

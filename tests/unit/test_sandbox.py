@@ -53,6 +53,7 @@ def test_the_spare_child_extracts_the_next_document_and_a_new_one_waits(
     sandbox.prepare()
     spare = sandbox.spare_pid
     assert spare is not None and pid_alive(spare)
+    assert sandbox.wait_ready()  # its parsers are imported before it has a document
     events = list(sandbox.extract(path, filename="notes.pdf"))
     assert events == list(extract(path, LimitSettings(), filename="notes.pdf"))
     assert not pid_alive(spare)  # it did this document, then exited: one document per child

@@ -98,7 +98,12 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         topic_replication_factor=settings.kafka.replication,
         table_standby_replicas=0,
         stream_buffer_maxsize=32,  # agents without a size of their own below (uploads, interactive)
-        broker_max_poll_records=50,
+        # Faust's consumer runs in its own thread, and each poll is a round trip to it: two or
+        # more passes of a loop busy with LLM calls (25-70 ms on the generation bench). At 50
+        # records a poll, a book's pages, chunks and cards reached the agents at ~700 a second,
+        # and its cards reached the tracker 0.7-0.9 s late (median); at 200, 0.2-0.3 s. Bigger
+        # polls made the small document of the fairness bench wait behind them.
+        broker_max_poll_records=200,
         # Commits by time only: a count-based commit runs inside Faust's fetch loop and first
         # flushes the producer, so every 50 acks stopped all delivery for a broker round trip.
         broker_commit_every=10_000,

@@ -86,7 +86,8 @@ class _Consumer(faust_aiokafka.Consumer):
 
     async def _drain_messages(self, fetcher: ServiceT) -> None:  # pragma: no cover
         # faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.x, pinned),
-        # with the record handed over by _deliver instead of wait_first, and a shorter getmany.
+        # with the record handed over by _deliver instead of wait_first, a shorter getmany, and
+        # no sleep(0) before it.
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
@@ -102,8 +103,10 @@ class _Consumer(faust_aiokafka.Consumer):
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 set_flag(CONSUMER_FETCHING)
+                # Faust awaits self.sleep(0) here: a wait_for() with a task that is cancelled at
+                # once, three passes of a loop that is busy with LLM calls. getmany() hands over
+                # to the consumer's thread and waits for it anyway.
                 ait = getmany(timeout=GETMANY_TIMEOUT_S)
-                await self.sleep(0)
                 if not self.should_stop:
                     async for tp, message in ait:
                         num_since_yield += 1

@@ -148,9 +148,13 @@ def _read(
 
 
 def _ground(
-    cards: list[RawCard], chunk: Chunk, ids: Callable[[int], str], version: str, filename: str
+    cards: list[RawCard],
+    chunk: Chunk,
+    segment_terms: list[set[str]],
+    ids: Callable[[int], str],
+    version: str,
+    filename: str,
 ) -> tuple[list[Card], list[tuple[str, str]]]:
-    segment_terms = [set(key_terms(s.text)) for s in chunk.segments]
     chunk_terms = set().union(*segment_terms)  # the chunk's text is its segments, one per line
     kept: list[Card] = []
     dropped: list[tuple[str, str]] = []
@@ -221,7 +225,8 @@ async def generate_cards(
     temperature: float | None = None,
     rng: random.Random | None = None,
 ) -> GenerationResult:
-    if not key_terms(chunk.text):
+    segment_terms = [set(key_terms(segment.text)) for segment in chunk.segments]
+    if not any(segment_terms):
         return GenerationResult(dropped=[("", "the chunk has no text to ask about")])
     rendered = render_prompt(
         chunk,
@@ -260,5 +265,5 @@ async def generate_cards(
     def ids(i: int) -> str:
         return card_id(document_id, generation, chunk.index, i)
 
-    cards, unsupported = _ground(valid, chunk, ids, rendered.version, filename)
+    cards, unsupported = _ground(valid, chunk, segment_terms, ids, rendered.version, filename)
     return GenerationResult(cards=cards, dropped=rejected + unsupported, attempts=calls)

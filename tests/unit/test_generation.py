@@ -199,11 +199,18 @@ async def test_an_explicit_empty_answer_is_a_valid_result() -> None:
     assert result.dropped == [("", "the model found nothing in the text worth a card")]
 
 
-async def test_a_blank_chunk_costs_no_llm_call() -> None:
-    blank = Chunk(0, (Segment(1, "i", (), "  \n "),), 0)
+@pytest.mark.parametrize(
+    "segments",
+    [
+        (Segment(1, "i", (), "  \n "),),
+        (Segment(1, "i", (), "The — and of it."), Segment(2, "ii", (), "(a) … so, to!")),  # no content word
+    ],
+)
+async def test_a_chunk_with_nothing_to_ask_about_costs_no_llm_call(segments: tuple[Segment, ...]) -> None:
     llm = FakeLLM()
-    result = await run(llm, chunk=blank)
-    assert result.cards == [] and result.dropped and llm.prompts == []
+    result = await run(llm, chunk=Chunk(0, segments, 9))
+    assert result.cards == [] and llm.prompts == []
+    assert result.dropped == [("", "the chunk has no text to ask about")]
 
 
 async def test_card_ids_are_deterministic() -> None:

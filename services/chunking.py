@@ -61,21 +61,26 @@ def _hard_split(text: str, limit: int) -> list[str]:
     return [p.strip() for p in pieces if p.strip()]
 
 
-def _tail(text: str, budget: int) -> str:
-    """The end of ``text`` worth at most ``budget`` tokens: whole sentences if any fit, else words."""
-    used, cut = 0, len(text)
+def _tail_start(text: str, budget: int) -> int:
+    """Where the end of ``text`` worth at most ``budget`` tokens starts (between tokens)."""
     # Spans of the last few characters only (a paragraph can be long, the budget is small). The
     # window's first span may be a run cut in two; the walk back must stop before reaching it.
-    window = len(text)
     for window in (budget * 16, len(text)):
         start = max(0, len(text) - window)
         spans = token_spans(text[start:])
         if start == 0 or sum(tokens for _b, _e, tokens in spans[1:]) > budget:
             break
+    used, cut = 0, len(text)
     for begin, _end, tokens in reversed(spans):
         if used + tokens > budget:
             break
         used, cut = used + tokens, start + begin
+    return cut
+
+
+def _tail(text: str, budget: int) -> str:
+    """The end of ``text`` worth at most ``budget`` tokens: whole sentences if any fit, else words."""
+    cut = _tail_start(text, budget)
     tail = text[cut:]
     if cut > 0 and not text[:cut].rstrip().endswith((".", "!", "?", "…")):
         boundary = _SENTENCES.search(tail)

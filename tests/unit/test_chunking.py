@@ -8,7 +8,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.chunking import _SENTENCES, _tail, chunk_pages
+from services.chunking import _tail, _tail_start, chunk_pages
 from services.domain import Page
 from services.extraction.cleanup import (
     RepeatedEdgeFilter,
@@ -240,26 +240,21 @@ def test_token_count_is_additive_over_whitespace(a: str, b: str) -> None:
     assert count_tokens(a) <= max(1, len(a))
 
 
-def _tail_of_whole_text(text: str, budget: int) -> str:
-    """The overlap's tail worked out over every token of the text (what ``_tail`` must equal)."""
+def _tail_start_over_every_token(text: str, budget: int) -> int:
+    """Where the overlap's tail starts, walking back over every token of the text."""
     used, cut = 0, len(text)
     for begin, _end, tokens in reversed(token_spans(text)):
         if used + tokens > budget:
             break
         used, cut = used + tokens, begin
-    tail = text[cut:]
-    if cut > 0 and not text[:cut].rstrip().endswith((".", "!", "?", "…")):
-        boundary = _SENTENCES.search(tail)
-        if boundary and tail[boundary.end() :].strip():
-            tail = tail[boundary.end() :]
-    return tail.strip()
+    return cut
 
 
 @FAST
 @given(PARAGRAPH, st.integers(min_value=1, max_value=60), st.integers(min_value=0, max_value=3))
-def test_the_overlap_tail_of_a_long_paragraph_is_the_tail_of_its_whole_text(
+def test_the_overlap_tail_of_a_long_paragraph_starts_where_a_walk_over_every_token_says(
     paragraph: str, budget: int, repeat: int
 ) -> None:
     text = " ".join([paragraph] * (1 + repeat * 20))  # often longer than the window _tail reads
-    assert _tail(text, budget) == _tail_of_whole_text(text, budget)
+    assert _tail_start(text, budget) == _tail_start_over_every_token(text, budget)
     assert count_tokens(_tail(text, budget)) <= budget

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import time
 import tracemalloc
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import docx
@@ -22,6 +24,7 @@ from services.domain import DocumentOpened, ExtractionEnded, Page
 from services.errors import CorruptFile, FileTooLarge, PasswordProtected
 from services.extraction import Sandbox, check_upload, extract, extract_isolated, isolated
 from services.extraction import pdf as pdf_reader
+from services.process import pid_alive, wait_until
 from services.settings import LimitSettings
 
 BOMB = CORPUS / "pdfjs_bomb_giant.pdf"
@@ -308,3 +311,68 @@ def test_a_parser_blowing_up_mid_document_keeps_the_pages_read(
     assert [p.method for p in pages] == ["text"] * 3 + ["skipped"] * 3
     assert pages[3].reason == "unreadable: extraction stopped (RuntimeError: boom)"
     assert _end(events).status == "partial"
+
+
+# The worker's sandbox: a child started ahead of time, one document per child.
+
+
+@pytest.fixture
+def sandbox() -> Iterator[Sandbox]:
+    before = set(_children())  # session fixtures (broker, LLM server) may be children too
+    box = Sandbox(LimitSettings())
+    yield box
+    box.close()
+    assert set(_children()) - before == set()  # close() leaves no child behind
+
+
+def test_the_spare_child_extracts_the_next_document_and_a_new_one_waits(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = _pdf(tmp_path / "notes.pdf", pages=4)
+    sandbox.prepare()
+    spare = sandbox.spare_pid
+    assert spare is not None and pid_alive(spare)
+    assert sandbox.wait_ready()  # its parsers are imported before it has a document
+    events = list(sandbox.extract(path, filename="notes.pdf"))
+    assert events == list(extract(path, LimitSettings(), filename="notes.pdf"))
+    assert not pid_alive(spare)  # it did this document, then exited: one document per child
+    assert sandbox.spare_pid not in (None, spare) and pid_alive(sandbox.spare_pid)
+
+
+def test_a_dead_spare_is_replaced_by_a_cold_child(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.prepare()
+    spare = sandbox.spare_pid
+    assert spare is not None
+    os.kill(spare, signal.SIGKILL)
+    wait_until(lambda: not pid_alive(spare), 10, interval=0.01, what="the spare to die")
+    events = list(sandbox.extract(_pdf(tmp_path / "doc.pdf"), filename="doc.pdf"))
+    assert events[-1] == ExtractionEnded("ok", 3)
+
+
+def test_a_document_with_other_limits_gets_its_own_child(sandbox: Sandbox, tmp_path: Path) -> None:
+    path = _pdf(tmp_path / "doc.pdf")
+    sandbox.prepare()
+    tight = LimitSettings(extract_timeout_s=0.01)
+    events = list(sandbox.extract(path, filename="doc.pdf", limits=tight))
+    assert events[-1] == ExtractionEnded("failed", 0, "timed out after 0.01 s")  # its limits, not the spare's
+    assert list(sandbox.extract(path, filename="doc.pdf"))[-1] == ExtractionEnded("ok", 3)
+
+
+def test_a_spare_exits_when_its_parent_goes_away() -> None:
+    child = isolated._Child(LimitSettings(), warm=True)
+    assert child.proc.stdin is not None
+    child.proc.stdin.close()  # what the kernel does when the worker dies: EOF, no job
+    assert child.proc.wait(timeout=30) == 0
+    child.close()
+
+
+def test_after_close_documents_still_extract_with_no_spare_left(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.prepare()
+    spare = sandbox.spare_pid
+    assert spare is not None
+    sandbox.close()
+    assert sandbox.spare_pid is None and not pid_alive(spare)
+    assert list(sandbox.extract(_pdf(tmp_path / "doc.pdf"), filename="doc.pdf"))[-1] == ExtractionEnded(
+        "ok", 3
+    )
+    assert sandbox.spare_pid is None

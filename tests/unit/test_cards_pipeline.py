@@ -5,8 +5,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from services import dedup
 from services.blobs import LocalBlobStore
 from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.decks import card_to_json, collect_cards, load_deck, store_chunk_cards, store_deck
@@ -81,6 +83,29 @@ def test_near_duplicate_questions_across_chunks_are_dropped() -> None:
     ]
     kept = drop_near_duplicates(cards)
     assert [c.chunk_index for c in kept] == [0, 2, 3]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 512])
+def test_near_duplicates_do_not_depend_on_the_block_size(monkeypatch: pytest.MonkeyPatch, block: int) -> None:
+    facts = [
+        ("What is photosynthesis?", "The process plants use to make glucose from light."),
+        ("Define photosynthesis.", "The process by which plants make glucose using light."),
+        ("What do plants make from light?", "Glucose, by photosynthesis."),
+        ("What is the capital of France?", "Paris"),
+        ("Which city is the capital of France?", "Paris is the capital."),
+        ("What is the capital of Germany?", "Berlin"),
+        ("What is osmosis?", "Water moving across a membrane."),
+        ("Explain osmosis.", "The movement of water across a membrane."),
+    ]
+    cards = [card(front, back, chunk) for chunk, (front, back) in enumerate(facts)]
+    vectors = np.asarray(dedup._model().embed([f"{f} {b}" for f, b in facts], norm=True))
+    expected: list[int] = []  # greedy, card by card: kept unless like a card kept before it
+    for i in range(len(cards)):
+        if all(float(vectors[k] @ vectors[i]) < 0.6 for k in expected):
+            expected.append(i)
+    assert 2 < len(expected) < len(cards)  # the threshold does drop some, not all
+    monkeypatch.setattr(dedup, "_BLOCK", block)
+    assert [c.chunk_index for c in drop_near_duplicates(cards, threshold=0.6)] == expected
 
 
 def test_deck_is_the_union_of_chunk_cards_in_order_without_exact_repeats(tmp_path: Path) -> None:

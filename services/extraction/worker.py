@@ -199,7 +199,7 @@ def serve(*, warm: bool = False) -> int:
     if warm:
         try:
             from . import docx, pdf, pptx  # noqa: F401
-        except (ImportError, MemoryError):
+        except Exception:  # MemoryError, or an ImportError from a library that could not map
             # The parsers do not all fit this child's memory limit. Start again cold: the limits
             # carry over exec, the job is still unread on stdin, and it imports only its parser.
             os.execv(sys.executable, [sys.executable, "-c", _COLD])

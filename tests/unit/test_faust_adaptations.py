@@ -5,16 +5,20 @@
 - Stream iterators give way to other tasks at most every 2 ms instead of before every event.
 - Topic buffers get the size build_app asks for (Faust's App.topic drops it).
 - A started producer is returned without a pass of the event loop.
+- Offsets are never committed past a record an agent is still working on (faust #606).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
 import mode
 import pytest
+from faust.types import TP, Message
+from intervaltree import IntervalTree
 
 import streams.app as app_module
 from services.settings import Settings
@@ -172,3 +176,50 @@ async def test_a_started_producer_is_returned_without_a_loop_pass() -> None:
         for _ in range(5):
             assert await app.maybe_start_producer() is producer
         assert passes.count == 0
+
+
+def _offsets_consumer(committed: int | None) -> Any:
+    """A _Consumer with only the state Faust's offset bookkeeping reads."""
+    consumer: Any = _Consumer.__new__(_Consumer)
+    consumer._gap = defaultdict(IntervalTree)
+    consumer._acked = defaultdict(list)
+    consumer._acked_index = defaultdict(set)
+    consumer._committed_offset = defaultdict(lambda: committed)
+    consumer._unacked_messages = set()
+    return consumer
+
+
+def _taken(consumer: Any, tp: TP, offset: int) -> Message:
+    """A record an agent has taken and not acked yet."""
+    message = Message(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
+    consumer._unacked_messages.add(message)
+    return message
+
+
+def _acked(consumer: Any, tp: TP, *offsets: int) -> None:
+    consumer._acked[tp].extend(offsets)
+    consumer._acked_index[tp].update(offsets)
+
+
+@pytest.mark.parametrize("committed", [2585, None])
+def test_no_commit_passes_a_record_still_being_processed(committed: int | None) -> None:
+    tp = TP("documents.chunks", 2)
+    consumer = _offsets_consumer(committed)
+    slow = _taken(consumer, tp, 2585)  # the chunk at the committed offset is still at the LLM
+    _acked(consumer, tp, 2586, 2587, 2588, 2589)  # the chunks after it are done
+    # Faust 0.15 alone returns 2590 here (#606): a worker killed now would never redo 2585.
+    assert consumer._new_offset(tp) is None
+    slow.acked = True
+    consumer._unacked_messages.discard(slow)
+    _acked(consumer, tp, 2585)
+    assert consumer._new_offset(tp) == 2590  # nothing acked was forgotten meanwhile
+
+
+def test_a_commit_stops_at_the_first_record_still_being_processed() -> None:
+    tp = TP("documents.chunks", 0)
+    consumer = _offsets_consumer(10)
+    _acked(consumer, tp, 10, 11, 12, 14, 15)
+    _taken(consumer, tp, 13)
+    _taken(consumer, TP("documents.chunks", 1), 3)  # another partition's work does not hold this one
+    assert consumer._new_offset(tp) == 13
+    assert consumer._acked[tp] == [14, 15]  # kept for the commit after 13 is done

@@ -40,6 +40,12 @@ class KafkaSettings(BaseModel):
     reconcile_every_s: float = Field(
         10.0, gt=0, description="how often the tracker looks for stalled documents"
     )
+    reconcile_after_restart_s: float = Field(
+        30.0,
+        gt=0,
+        description="a document left unfinished by a worker that stopped, with no new fact since this "
+        "worker took its partition, has its missing chunks sent again after this long",
+    )
     startup_timeout_s: float = 120.0
 
 

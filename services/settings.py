@@ -43,8 +43,8 @@ class KafkaSettings(BaseModel):
     reconcile_after_restart_s: float = Field(
         30.0,
         gt=0,
-        description="a document left unfinished by a worker that stopped, with no new fact since this "
-        "worker took its partition, has its missing chunks sent again after this long",
+        description="a document a worker inherits unfinished from one that stopped has its missing "
+        "chunks sent again the first time it goes this long without a new fact",
     )
     startup_timeout_s: float = 120.0
 

@@ -187,6 +187,11 @@ class _Child:
                 stream.close()
         return self.proc.returncode
 
+    def stop(self) -> None:
+        """Kill it at once (whatever it is doing) and reap it."""
+        self.kill()
+        self.close()
+
 
 def extract_isolated(
     path: Path, limits: LimitSettings, *, filename: str, tables: bool = False
@@ -236,8 +241,7 @@ class Sandbox:
         if spare is not None and spare.usable_for(limits):
             return spare
         if spare is not None:
-            spare.kill()
-            spare.close()
+            spare.stop()
         return _Child(limits)
 
     def extract(
@@ -253,16 +257,14 @@ class Sandbox:
             self._closed = True
             spare, self._spare = self._spare, None
         if spare is not None:
-            spare.kill()
-            spare.close()
+            spare.stop()
 
 
 def _run(child: _Child, path: Path, *, filename: str, tables: bool) -> Iterator[Event]:
     try:
         kind = sniff(path, filename=filename)  # bytes only; fills in DocumentOpened if the child dies early
     except BaseException:
-        child.kill()
-        child.close()
+        child.stop()
         raise
     child.start(path, filename, tables)
     opened: DocumentOpened | None = None
@@ -307,5 +309,4 @@ def _run(child: _Child, path: Path, *, filename: str, tables: bool) -> Iterator[
         end = ledger_end(pages, [] if len(pages) > received else [why])
         yield ExtractionEnded(end.status, end.pages_total, why if end.status == "failed" else end.reason)
     finally:
-        child.kill()
-        child.close()
+        child.stop()

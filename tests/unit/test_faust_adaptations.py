@@ -64,11 +64,25 @@ async def test_a_record_that_need_not_wait_is_delivered_without_a_loop_pass() ->
     assert [queue.get_nowait() for _ in range(3)] == [0, 1, 2]
 
 
+async def waiting_to_put(queue: asyncio.Queue[Any]) -> None:
+    """Let the loop run until a put is waiting for room in `queue` (a few passes, no clock)."""
+    for _ in range(100):
+        if queue._putters:  # type: ignore[attr-defined]  # asyncio.Queue's waiting putters
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("no put is waiting for room")
+
+
+async def loop_passes(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
 async def test_a_record_waiting_for_room_is_delivered_once_there_is_room() -> None:
     queue: asyncio.Queue[str] = asyncio.Queue(maxsize=1)
     queue.put_nowait("first")
     delivery = asyncio.create_task(deliver(queue.put("second"), asyncio.Event()))
-    await asyncio.sleep(0.01)
+    await waiting_to_put(queue)
     assert not delivery.done()
     assert queue.get_nowait() == "first"
     await asyncio.wait_for(delivery, 5)
@@ -80,11 +94,11 @@ async def test_a_waiting_record_is_abandoned_when_the_flow_is_suspended() -> Non
     queue.put_nowait("first")
     suspend = asyncio.Event()
     delivery = asyncio.create_task(deliver(queue.put("second"), suspend))
-    await asyncio.sleep(0.01)
+    await waiting_to_put(queue)
     suspend.set()  # a rebalance: the partition may belong to another worker now
     await asyncio.wait_for(delivery, 5)
     assert queue.get_nowait() == "first"
-    await asyncio.sleep(0.01)
+    await loop_passes(10)  # a put still alive would take the free room now
     assert queue.empty()  # the abandoned record never went in
 
 

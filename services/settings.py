@@ -40,12 +40,6 @@ class KafkaSettings(BaseModel):
     reconcile_every_s: float = Field(
         10.0, gt=0, description="how often the tracker looks for stalled documents"
     )
-    reconcile_after_restart_s: float = Field(
-        30.0,
-        gt=0,
-        description="a document a worker inherits unfinished from one that stopped has its missing "
-        "chunks sent again the first time it goes this long without a new fact",
-    )
     startup_timeout_s: float = 120.0
 
 

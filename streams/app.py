@@ -38,6 +38,14 @@ class App(faust.App):
             return producer
         return await super().maybe_start_producer()
 
+    def on_rebalance_end(self) -> None:
+        """Also start fetching the stream partitions held back during the rebalance (see
+        `transport._Consumer.resume_partitions`)."""
+        super().on_rebalance_end()
+        consumer = self.consumer
+        if isinstance(consumer, transport._Consumer):
+            consumer.resume_held_back()
+
 
 STREAM_YIELD_EVERY_S = 0.002
 

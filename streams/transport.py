@@ -19,19 +19,23 @@ When an agent's buffer fills, Faust stops fetching that partition until the buff
 Faust sets at 1 s: the bench saw a book's last cards wait in 1 s steps for a tracker that
 had long emptied its buffer. A 0.1 s timeout bounds that stall.
 
-Commits never pass a record an agent is still working on (faust #606; see `_new_offset`).
+Commits never pass a record an agent is still working on (faust #606; see `_new_offset`), and
+a rebalance or a restart drops no record unread: no fetch of an empty partition set (aiokafka
+reads it as "all"), a seek back for partitions never committed, and stream partitions paused
+until Faust's recovery has emptied the agents' buffers for the last time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Iterable, Mapping
 from typing import Any
 
 import aiokafka
 from faust.transport import drivers
-from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TPset
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from mode import ServiceT
 
 from services.topics import FETCH_MAX_WAIT_MS
@@ -46,6 +50,47 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; Faust hard-codes 1500.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
         return consumer
+
+    async def _fetch_records(
+        self,
+        consumer: aiokafka.AIOKafkaConsumer,
+        active_partitions: set[TP],
+        timeout: float | None = None,  # noqa: ASYNC109  (Faust's signature)
+        max_records: int | None = None,
+    ) -> Any:
+        """Faust's fetch, of the partitions active now, and of none when none is.
+
+        Faust hands over its own set of active partitions, which the event loop's thread keeps
+        changing (a rebalance pauses them), and aiokafka reads an empty set as "every
+        partition": a fetch that starts as table recovery pauses its changelog partitions
+        returns the paused stream partitions' records, which Faust's `getmany` then drops as
+        inactive, after aiokafka has moved its position past them. Traced on the SIGKILL fault
+        test: a restarted worker's first fetch took chunks 0-190 that no agent ever saw.
+        """
+        partitions = frozenset(active_partitions)
+        if not partitions:
+            return {}
+        return await super()._fetch_records(consumer, partitions, timeout=timeout, max_records=max_records)  # type: ignore[arg-type]
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        committed: Mapping[TP, int] = await self.call_thread(self._seek_to_committed)
+        return committed
+
+    async def _seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every partition to its committed offset, or where there is none, to its start.
+
+        aiokafka seeks only partitions with a committed offset above 0 and leaves the others
+        wherever its fetcher has got to, so after a rebalance Faust re-read from the committed
+        offset only the partitions that had one: records of a partition never committed that
+        were fetched before the rebalance and dropped by it were never read again. Our
+        consumers reset to the earliest offset, so "no committed offset" means the start.
+        """
+        consumer = self._ensure_consumer()
+        committed: Mapping[TP, int] = await consumer.seek_to_committed()
+        unset = [tp for tp, offset in committed.items() if not offset]
+        if unset:
+            await consumer.seek_to_beginning(*unset)
+        return committed
 
 
 async def _finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
@@ -75,8 +120,44 @@ async def _finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
 
 
 class _Consumer(faust_aiokafka.Consumer):
+    _held_back: set[TP] | None = None  # stream partitions to resume when the rebalance ends
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def resume_partitions(self, tps: Iterable[TP]) -> None:
+        """Resume fetching, but a stream partition only once the rebalance is over.
+
+        Faust's recovery resumes the stream partitions, seeks them to their committed offsets
+        and only then calls `flow_control.resume()`, which empties every agent's buffer
+        (faust-streaming 0.15, `Recovery.on_recovery_completed` and `_resume_streams`). Records
+        fetched in between are delivered, dropped with the buffers, and never read again: the
+        read offset has moved past them, and with no committed offset there is no seek back.
+        Traced on the SIGKILL fault test: a restarted worker took in a killed worker's 264
+        chunks, the buffers were cleared with 228 of them in, and only the reconciler's resend
+        brought them back. Here the stream partitions stay paused until `App.on_rebalance_end`,
+        which runs after that last clear; changelog partitions (table recovery) resume at once.
+        """
+        tpset = ensure_TPset(tps)
+        if self.app.rebalancing:
+            streams = {tp for tp in tpset if not self._is_changelog_tp(tp)}
+            if streams:
+                self._held_back = (self._held_back or set()) | streams
+                tpset -= streams
+        super().resume_partitions(tpset)
+
+    def pause_partitions(self, tps: Iterable[TP]) -> None:
+        tpset = ensure_TPset(tps)
+        if self._held_back:
+            self._held_back -= tpset  # a new rebalance took them back before the last one ended
+        super().pause_partitions(tpset)
+
+    def resume_held_back(self) -> None:
+        """The rebalance is over and the agents' buffers were emptied: fetch from every stream
+        partition that recovery resumed."""
+        held, self._held_back = self._held_back, None
+        if held:
+            super().resume_partitions(held & self.assignment())
 
     def _new_offset(self, tp: Any) -> int | None:
         """Faust's next offset to commit, but never past a record still being processed.

@@ -48,15 +48,12 @@ def register(
 
     scanned = False  # whether decoded holds every unfinished document of this worker's partitions
     resent: dict[str, int] = {}  # document id -> when its missing chunks were last sent again (ms)
-    taken_at = now_ms()  # when this worker last took its partitions
-    inherited: set[str] = set()  # documents uploaded before that, still unfinished then
 
     @app.on_partitions_revoked.connect
     async def _forget(*_args: Any, **_kwargs: Any) -> None:
-        nonlocal scanned, taken_at
+        nonlocal scanned
         decoded.clear()
         scanned = False
-        taken_at = now_ms()
 
     def load(document_id: str) -> DocumentState | None:
         state = decoded.get(document_id)
@@ -91,33 +88,19 @@ def register(
 
     async def reconcile() -> None:
         """Send again what a stalled document is missing (see services.tracking.stalled)."""
-        nonlocal scanned, inherited
+        nonlocal scanned
         if res.breaker.state != "closed":
             return  # the LLM is down: documents wait for it, by design
         if not scanned:  # after start or a rebalance: the table holds documents not seen since
             for document_id in list(table.keys()):
                 load(document_id)
-            inherited = {
-                document_id
-                for document_id, state in decoded.items()
-                if not state.finished and state.upload is not None and state.upload.occurred_at < taken_at
-            }
             scanned = True
-        kafka = res.settings.kafka
-        after_ms = int(kafka.reconcile_after_s * 1000)
-        # A document this worker inherited unfinished was being worked on by a worker that
-        # stopped. Its records come again at once, but Faust can skip some of them on a restart
-        # (a killed worker's chunks read past as a gap and committed; faust-streaming 0.15),
-        # and then nothing more comes. Such a document gets its first resend after a short
-        # silence, not 10 min. A duplicate chunk costs at most one LLM call (the cache).
-        restart_ms = min(after_ms, int(kafka.reconcile_after_restart_s * 1000))
+        after_ms = int(res.settings.kafka.reconcile_after_s * 1000)
         now = now_ms()
         for document_id, state in list(decoded.items()):
-            wait_ms = restart_ms if document_id in inherited else after_ms
-            again = stalled(state, now, wait_ms)
-            if again is None or now - resent.get(document_id, 0) < wait_ms:
+            again = stalled(state, now, after_ms)
+            if again is None or now - resent.get(document_id, 0) < after_ms:
                 continue
-            inherited.discard(document_id)  # later silences wait the full reconcile_after_s
             resent[document_id] = now
             log.warning(
                 "document stalled: sending it again",

@@ -6,6 +6,8 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -24,6 +26,7 @@ from infra.kafka.launcher import (
 from services import topics
 from services.process import pid_alive, port_open
 from services.settings import get_settings
+from streams.transport import _ConsumerThread
 
 pytestmark = pytest.mark.kafka
 
@@ -92,6 +95,82 @@ async def test_a_record_makes_the_round_trip(broker: Broker) -> None:
         await consumer.stop()
     (record,) = batches[tp]
     assert (record.key, record.value, record.offset) == (key, value, sent.offset)
+
+
+async def _three_records_in_each(bootstrap: str, tps: list[TopicPartition]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for tp in tps:
+            for i in range(3):
+                await producer.send_and_wait(tp.topic, value=b"%d" % i, key=b"k", partition=tp.partition)
+    finally:
+        await producer.stop()
+
+
+async def _read_all(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    """Read the partitions to their end (offset 3)."""
+    for _ in range(20):
+        if [await consumer.position(tp) for tp in tps] == [3] * len(tps):
+            return
+        await consumer.getmany(*tps, timeout_ms=1000)
+    raise AssertionError(f"not read to the end: {[await consumer.position(tp) for tp in tps]}")
+
+
+async def test_the_worker_fetches_nothing_when_no_partition_is_active(broker: Broker) -> None:
+    """aiokafka reads an empty partition set as "every partition"; the worker's consumer thread
+    must not, or records of paused partitions are consumed and then dropped by Faust."""
+    topic = topics.CHUNKS_RETRY.name
+    tps = [TopicPartition(topic, 0), TopicPartition(topic, 1)]
+    await _three_records_in_each(broker.bootstrap, tps)
+    consumer = AIOKafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, 0)
+        thread: Any = _ConsumerThread.__new__(_ConsumerThread)  # only what a fetch reads
+        thread.consumer = SimpleNamespace(flow_active=True)
+        active: set[Any] = set()
+        assert await _ConsumerThread._fetch_records(thread, consumer, active, timeout=2.0) == {}
+        active.add(tps[1])
+        only = await _ConsumerThread._fetch_records(thread, consumer, active, timeout=10.0)
+        assert set(only) == {tps[1]} and [r.offset for r in only[tps[1]]] == [0, 1, 2]
+        assert await consumer.position(tps[0]) == 0  # nothing of the inactive partition was taken
+    finally:
+        await consumer.stop()
+
+
+async def test_a_seek_to_committed_offsets_rewinds_partitions_never_committed(broker: Broker) -> None:
+    """After a rebalance Faust re-reads from the committed offsets. aiokafka seeks only the
+    partitions with a committed offset above 0; the worker also rewinds the others to their start."""
+    topic = topics.DLQ.name
+    tps = [TopicPartition(topic, p) for p in range(3)]
+    await _three_records_in_each(broker.bootstrap, tps)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=broker.bootstrap,
+        group_id=f"seek-{uuid.uuid4().hex}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.commit({tps[1]: 0, tps[2]: 2})  # tps[0] has no committed offset at all
+        await _read_all(consumer, tps)
+
+        assert await consumer.seek_to_committed() == {tps[0]: None, tps[1]: 0, tps[2]: 2}
+        aiokafka_alone = [await consumer.position(tp) for tp in tps]
+        assert aiokafka_alone == [3, 3, 2]  # what was read of tps[0] and tps[1] would never come again
+
+        await _read_all(consumer, tps[:2])
+        thread: Any = _ConsumerThread.__new__(_ConsumerThread)
+        thread._ensure_consumer = lambda: consumer
+        committed = await _ConsumerThread._seek_to_committed(thread)
+        assert committed == {tps[0]: None, tps[1]: 0, tps[2]: 2}
+        assert [await consumer.position(tp) for tp in tps] == [0, 0, 2]
+    finally:
+        await consumer.stop()
 
 
 def test_stop_ends_the_process_closes_the_port_and_clears_the_state(tmp_path: Path) -> None:

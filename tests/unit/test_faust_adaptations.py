@@ -6,6 +6,8 @@
 - Topic buffers get the size build_app asks for (Faust's App.topic drops it).
 - A started producer is returned without a pass of the event loop.
 - Offsets are never committed past a record an agent is still working on (faust #606).
+- During a rebalance, stream partitions start fetching only once it has ended (after Faust's
+  recovery last empties the agents' buffers); table changelogs at once.
 """
 
 from __future__ import annotations
@@ -237,3 +239,55 @@ def test_a_commit_stops_at_the_first_record_still_being_processed() -> None:
     _taken(consumer, TP("documents.chunks", 1), 3)  # another partition's work does not hold this one
     assert consumer._new_offset(tp) == 13
     assert consumer._acked[tp] == [14, 15]  # kept for the commit after 13 is done
+
+
+CHANGELOG = "deckstream-g1-documents-changelog"
+
+
+def _rebalancing_consumer(assigned: set[TP]) -> Any:
+    """A _Consumer with only the state Faust's pause/resume bookkeeping reads, mid-rebalance."""
+    consumer: Any = _Consumer.__new__(_Consumer)
+    consumer.app = SimpleNamespace(rebalancing=True, tables=SimpleNamespace(changelog_topics={CHANGELOG}))
+    consumer._active_partitions = None
+    consumer._paused_partitions = set()
+    consumer.assignment = lambda: assigned
+    return consumer
+
+
+def test_stream_partitions_resume_only_when_the_rebalance_has_ended() -> None:
+    chunks, cards, changelog = TP("documents.chunks", 0), TP("chunks.cards", 0), TP(CHANGELOG, 0)
+    consumer = _rebalancing_consumer({chunks, cards, changelog})
+    # Faust's order on a worker's first assignment: pause everything, resume the changelog to
+    # read the table back, then (Recovery.on_recovery_completed) resume the stream partitions,
+    # seek, and empty every agent buffer with flow_control.resume(); then on_rebalance_end.
+    consumer.pause_partitions({chunks, cards, changelog})
+    consumer.resume_partitions({changelog})
+    assert consumer._get_active_partitions() == {changelog}
+    consumer.pause_partitions({changelog})
+    consumer.resume_partitions({chunks, cards})
+    assert consumer._get_active_partitions() == set()  # nothing fetched that the clear would drop
+    consumer.app.rebalancing = False  # App.on_rebalance_end
+    consumer.resume_held_back()
+    assert consumer._get_active_partitions() == {chunks, cards}
+    consumer.resume_held_back()  # once only
+    assert consumer._get_active_partitions() == {chunks, cards}
+
+
+def test_a_partition_taken_back_before_the_rebalance_ends_is_not_resumed() -> None:
+    kept, moved, revoked = TP("documents.chunks", 0), TP("documents.chunks", 1), TP("documents.chunks", 2)
+    consumer = _rebalancing_consumer({kept, moved, revoked})
+    consumer.pause_partitions({kept, moved, revoked})
+    consumer.resume_partitions({kept, moved, revoked})
+    consumer.pause_partitions({moved})  # a new rebalance began and paused it again
+    consumer.assignment = lambda: {kept, moved}  # and the last one went to another worker
+    consumer.resume_held_back()
+    assert consumer._get_active_partitions() == {kept}
+
+
+def test_outside_a_rebalance_partitions_resume_at_once() -> None:
+    tp = TP("documents.chunks", 3)
+    consumer = _rebalancing_consumer({tp})
+    consumer.app.rebalancing = False
+    consumer.pause_partitions({tp})
+    consumer.resume_partitions({tp})
+    assert consumer._get_active_partitions() == {tp}

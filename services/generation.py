@@ -15,6 +15,7 @@ most key-term hits, so every citation lies within the chunk's span.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
 import re
@@ -224,6 +225,7 @@ async def generate_cards(
     max_tokens: int | None = None,
     temperature: float | None = None,
     rng: random.Random | None = None,
+    seed: int | None = None,
 ) -> GenerationResult:
     segment_terms = [set(key_terms(segment.text)) for segment in chunk.segments]
     if not any(segment_terms):
@@ -251,7 +253,10 @@ async def generate_cards(
         async for attempt in retrying:
             with attempt:
                 calls += 1
-                completion = await llm.generate(rendered.prompt)
+                prompt = rendered.prompt
+                if seed is not None:  # each attempt samples anew, and the same way on every run
+                    prompt = dataclasses.replace(prompt, seed=(seed + calls - 1) % 2**31)
+                completion = await llm.generate(prompt)
                 try:
                     valid, rejected = _read(completion, profile, card_types)
                 except UnreadableOutput as exc:

@@ -39,6 +39,7 @@ class Prompt:
     stop: tuple[str, ...] = ()
     max_tokens: int = 768
     temperature: float = 0.2
+    seed: int | None = None  # sampling seed: the same prompt and seed give the same answer
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.text is not None):
@@ -123,6 +124,8 @@ class OpenAICompatibleClient:
             "max_tokens": prompt.max_tokens,
             "temperature": prompt.temperature,
         }
+        if prompt.seed is not None:
+            body["seed"] = prompt.seed
         if prompt.profile == "chat":
             body["messages"] = [m._asdict() for m in prompt.messages]
             if prompt.schema is not None:
@@ -161,6 +164,8 @@ class OllamaClient:
 
     async def generate(self, prompt: Prompt) -> Completion:
         options: dict[str, Any] = {"temperature": prompt.temperature, "num_predict": prompt.max_tokens}
+        if prompt.seed is not None:
+            options["seed"] = prompt.seed
         body: dict[str, Any] = {"model": self._model, "stream": False, "options": options}
         if prompt.profile == "chat":
             body["messages"] = [m._asdict() for m in prompt.messages]

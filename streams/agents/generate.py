@@ -137,6 +137,9 @@ def register(
                         prompt_version=res.settings.cards.prompt_version,
                         max_tokens=cfg.max_tokens,
                         temperature=cfg.temperature,
+                        # From the cache key (chunk, model, prompt, options): the same chunk
+                        # gets the same cards on a re-run, a replay or another worker.
+                        seed=int(key[:8], 16),
                     )
                 )
         except RetryableError as exc:

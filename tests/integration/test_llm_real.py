@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from services.domain import Chunk, Segment
 from services.generation import generate_cards
-from services.llm import OpenAICompatibleClient, detect_profile
+from services.llm import OpenAICompatibleClient, Prompt, detect_profile
 from services.llm_server import RunningServer, start_local_llm
 
 pytestmark = pytest.mark.llm
@@ -74,6 +75,16 @@ async def test_gemma_writes_grounded_cited_cards(server: RunningServer) -> None:
         assert card.support >= 0.5 and card.front and card.back
         assert CHUNK.pages[0] <= card.page <= CHUNK.pages[1]
         assert card.prompt_version == "cards-fewshot-v1"
+
+
+async def test_a_seed_makes_sampled_answers_repeatable(server: RunningServer) -> None:
+    """The worker seeds each call from the chunk's cache key: a re-run gets the same cards."""
+    prompt = Prompt(text="Text: Rain falls from clouds.\nQ:", max_tokens=24, temperature=1.0)
+    async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as http:
+        llm = OpenAICompatibleClient(http, server.url, "gemma3-270m")
+        seeded = [(await llm.generate(dataclasses.replace(prompt, seed=s))).text for s in (7, 7, 8, 9)]
+    assert seeded[0] == seeded[1]
+    assert len(set(seeded[1:])) > 1, seeded  # the seed is what decides: other seeds, other answers
 
 
 def test_stopping_the_server_ends_the_child_process(tmp_path_factory: pytest.TempPathFactory) -> None:

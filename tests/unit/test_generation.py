@@ -263,6 +263,17 @@ async def test_a_repair_retry_can_succeed() -> None:
     assert result.attempts == 2 and len(result.cards) == 2
 
 
+async def test_each_attempt_samples_with_its_own_seed_the_same_on_every_run() -> None:
+    first = FakeLLM(Completion('{"cards": [{"fro', "length"), GOOD)
+    again = FakeLLM(Completion('{"cards": [{"fro', "length"), GOOD)
+    await run(first, seed=2**31 - 1)
+    await run(again, seed=2**31 - 1)
+    assert [p.seed for p in first.prompts] == [p.seed for p in again.prompts] == [2**31 - 1, 0]
+    unseeded = FakeLLM(GOOD)
+    await run(unseeded)
+    assert unseeded.prompts[0].seed is None  # the server's own sampling
+
+
 async def test_no_qa_pairs_is_bad_output() -> None:
     with pytest.raises(BadModelOutput, match="no Q:/A: pairs"):
         await run(FakeLLM("I like turtles.", "I like turtles."), profile="completion")

@@ -107,6 +107,19 @@ async def test_ollama_completion_is_raw_generate() -> None:
     assert completion.text == " Q?\nA: a" and completion.completion_tokens == 160
 
 
+async def test_a_sampling_seed_is_sent_to_both_apis() -> None:
+    seeded = Prompt(text="Text: x\nQ:", max_tokens=16, seed=1234)
+    seen: list[httpx.Request] = []
+    async with client_with(recording({"choices": [{"text": "x"}]}, seen)) as http:
+        await OpenAICompatibleClient(http, "http://llm", "gemma").generate(seeded)
+        await OpenAICompatibleClient(http, "http://llm", "gemma").generate(COMPLETION)
+    assert body(seen[0])["seed"] == 1234 and "seed" not in body(seen[1])
+    seen.clear()
+    async with client_with(recording({"response": "x"}, seen)) as http:
+        await OllamaClient(http, "http://ollama", "gemma").generate(seeded)
+    assert body(seen[0])["options"]["seed"] == 1234
+
+
 def test_a_prompt_is_either_chat_or_completion() -> None:
     with pytest.raises(ValueError):
         Prompt()

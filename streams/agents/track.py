@@ -33,12 +33,16 @@ def register(
     partitions: int,
 ) -> Any:
     # use_partitioner: the changelog partition comes from the key (as for every input topic,
-    # keyed by document id), not from "the current event", which a batch does not have.
+    # keyed by document id), not from "the current event", which a batch does not have. Keys
+    # are the topics' key bytes (the document id, UTF-8): Faust serializes a str key as JSON
+    # ('"id"'), which the partitioner puts elsewhere than the document's events. With two
+    # workers, one then tracked a document's events while its state was restored on the other,
+    # and the document never finished.
     table = app.Table(
         "documents",
         default=None,
         partitions=partitions,
-        key_type=str,
+        key_type=bytes,
         value_type=bytes,
         use_partitioner=True,
     )
@@ -57,7 +61,7 @@ def register(
 
     def load(document_id: str) -> DocumentState | None:
         state = decoded.get(document_id)
-        if state is None and (raw := table.get(document_id)):
+        if state is None and (raw := table.get(document_id.encode())):
             state = decoded[document_id] = DocumentState.model_validate_json(raw)
         return state
 
@@ -84,7 +88,7 @@ def register(
             for progress in coalesce_cards([p for _, o in sends for p in o.progress]):
                 await progress_topic.send(key=progress.document_id, value=progress)
             for document_id, st in changed.items():
-                table[document_id] = st.model_dump_json().encode()
+                table[document_id.encode()] = st.model_dump_json().encode()
 
     async def reconcile() -> None:
         """Send again what a stalled document is missing (see services.tracking.stalled)."""
@@ -92,8 +96,8 @@ def register(
         if res.breaker.state != "closed":
             return  # the LLM is down: documents wait for it, by design
         if not scanned:  # after start or a rebalance: the table holds documents not seen since
-            for document_id in list(table.keys()):
-                load(document_id)
+            for key in list(table.keys()):
+                load(key.decode())
             scanned = True
         after_ms = int(res.settings.kafka.reconcile_after_s * 1000)
         now = now_ms()

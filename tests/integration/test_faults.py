@@ -378,6 +378,45 @@ def test_a_worker_killed_mid_document_is_replaced_without_losing_or_duplicating_
     assert set(ids) <= set(streamed), "the deck holds cards the live stream never showed"
 
 
+def test_partitions_moving_twice_mid_document_lose_and_duplicate_nothing(
+    client: DeckstreamClient, stack: Stack, sim_url: str
+) -> None:
+    """Scaling out, then a rolling restart: a second worker joins (the group rebalances and both
+    workers give up and take partitions while chunks are in flight), then the first is stopped
+    (SIGTERM) and the second takes every partition over."""
+    set_faults(sim_url, latency_s=0.4)  # ~20 s of LLM work for the book: both moves land mid-document
+    doc = upload(client, corpus_file("whitehead_introduction-to-mathematics_pg41568.pdf"))
+    seen: list[SSEEvent] = []
+    for ev in client.events(doc, timeout_s=120):
+        seen.append(ev)
+        if ev.event == "card":
+            break
+    assert seen[-1].event == "card", [e.event for e in seen[-5:]]
+    [first] = [p for p in stack.children if "worker" in p.args and p.poll() is None]
+
+    second = start_worker_for(stack)
+    joined = client.status(doc)
+    assert joined["status"] not in TERMINAL, joined
+    terminate(first, timeout_s=30.0)
+    assert first.returncode is not None
+    stack.children.remove(first)
+    handed_over = client.status(doc)
+    assert handed_over["status"] not in TERMINAL, handed_over
+    assert second.poll() is None
+
+    rest = follow(client, doc, after=seen[-1].id, deadline_s=150)
+    final = rest[-1].data
+    assert final["status"] == "completed", final
+    assert_accounted(final)
+    streamed = [e.data["card_id"] for e in seen + rest if e.event == "card"]
+    status = settled(client, doc)
+    cards = client.deck(doc).json()["cards"]
+    assert cards and len(cards) == status["deck_cards"]
+    ids = [c["card_id"] for c in cards]
+    assert len(set(ids)) == len(ids), "a card is in the deck twice"
+    assert set(ids) <= set(streamed), "the deck holds cards the live stream never showed"
+
+
 def test_a_small_upload_finishes_before_a_book_that_was_uploaded_first(
     client: DeckstreamClient, sim_url: str, tmp_path: Path
 ) -> None:

@@ -291,3 +291,31 @@ def test_outside_a_rebalance_partitions_resume_at_once() -> None:
     consumer.pause_partitions({tp})
     consumer.resume_partitions({tp})
     assert consumer._get_active_partitions() == {tp}
+
+
+def test_a_documents_state_is_in_the_partition_of_its_events() -> None:
+    """The tracker's table is changelogged by key: its key bytes must be the topics' key bytes
+    (the document id in UTF-8, as the API and the agents send), or with two workers a document's
+    events and its state live on different workers."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    settings = Settings.model_validate(
+        {"kafka": {"bootstrap": "127.0.0.1:9", "partitions": 4}, "llm": {"url": "http://llm"}}
+    )
+    app, _ = build_app(settings)
+    table = app.tables["documents"]
+    changelog = table.changelog_topic
+    partition_of = DefaultPartitioner()
+    ids = [f"{n:032x}" for n in range(0, 2**128, 2**122)][:32]
+    for document_id in ids:
+        key, _ = changelog.prepare_key(document_id.encode(), table.key_serializer, changelog.schema)
+        assert key == document_id.encode()  # what the API and the agents send as the key
+    # with Faust's default for str keys (JSON), many would be in another partition
+    assert (
+        sum(
+            partition_of(f'"{d}"'.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+            != partition_of(d.encode(), [0, 1, 2, 3], [0, 1, 2, 3])
+            for d in ids
+        )
+        > 8
+    )

@@ -54,7 +54,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def _fetch_records(
         self,
         consumer: aiokafka.AIOKafkaConsumer,
-        active_partitions: set[TP],
+        active_partitions: set[TP] | None,
         timeout: float | None = None,  # noqa: ASYNC109  (Faust's signature)
         max_records: int | None = None,
     ) -> Any:
@@ -67,8 +67,8 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         inactive, after aiokafka has moved its position past them. Traced on the SIGKILL fault
         test: a restarted worker's first fetch took chunks 0-190 that no agent ever saw.
         """
-        partitions = frozenset(active_partitions)
-        if not partitions:
+        partitions = None if active_partitions is None else frozenset(active_partitions)
+        if partitions is not None and not partitions:  # (None: a client-only app, as in Faust)
             return {}
         return await super()._fetch_records(consumer, partitions, timeout=timeout, max_records=max_records)  # type: ignore[arg-type]
 
@@ -87,7 +87,9 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         """
         consumer = self._ensure_consumer()
         committed: Mapping[TP, int] = await consumer.seek_to_committed()
-        unset = [tp for tp, offset in committed.items() if not offset]
+        # Table changelogs are not committed: Faust's recovery seeks them itself.
+        changelog = self.consumer._is_changelog_tp
+        unset = [tp for tp, offset in committed.items() if not offset and not changelog(tp)]
         if unset:
             await consumer.seek_to_beginning(*unset)
         return committed

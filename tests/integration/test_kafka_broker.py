@@ -166,6 +166,7 @@ async def test_a_seek_to_committed_offsets_rewinds_partitions_never_committed(br
         await _read_all(consumer, tps[:2])
         thread: Any = _ConsumerThread.__new__(_ConsumerThread)
         thread._ensure_consumer = lambda: consumer
+        thread.consumer = SimpleNamespace(_is_changelog_tp=lambda tp: False)
         committed = await _ConsumerThread._seek_to_committed(thread)
         assert committed == {tps[0]: None, tps[1]: 0, tps[2]: 2}
         assert [await consumer.position(tp) for tp in tps] == [0, 0, 2]

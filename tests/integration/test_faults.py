@@ -339,33 +339,23 @@ def test_answers_slower_than_the_timeout_fail_the_chunk_after_its_rounds(
     assert deck["cards"] and all(c["source"]["file"] == both.name for c in deck["cards"])
 
 
-def test_a_worker_killed_mid_document_is_replaced_without_losing_or_duplicating_cards(
-    client: DeckstreamClient, stack: Stack, sim_url: str
-) -> None:
-    set_faults(sim_url, latency_s=0.2)  # ~7 s of LLM work: the kill lands mid-document
-    doc = upload(client, corpus_file("py4e_python-for-everybody_book.docx"))
+def upload_until_a_card(client: DeckstreamClient, name: str) -> tuple[str, list[SSEEvent]]:
+    """Upload a corpus file; its SSE events up to the first card."""
+    doc = upload(client, corpus_file(name))
     seen: list[SSEEvent] = []
     for ev in client.events(doc, timeout_s=120):
         seen.append(ev)
         if ev.event == "card":
             break
     assert seen[-1].event == "card", [e.event for e in seen[-5:]]
+    return doc, seen
 
-    [worker] = [p for p in stack.children if "worker" in p.args and p.poll() is None]
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait(timeout=10)
-    stack.children.remove(worker)
-    interrupted = client.status(doc)
-    assert interrupted["status"] not in TERMINAL, interrupted
-    assert interrupted["chunks_done"] < interrupted["chunks_total"] or interrupted["chunks_total"] == 0
 
-    # start_worker_for waits for "Ready" in worker.log: keep the dead worker's log apart.
-    (stack.logs / "worker.log").rename(stack.logs / "worker-killed.log")
-    start_worker_for(stack)
+def assert_finished_whole(client: DeckstreamClient, doc: str, seen: list[SSEEvent]) -> dict[str, Any]:
+    """Follow the document to its end: every chunk accounted for, one deck of streamed cards,
+    none twice. Returns the final progress."""
     rest = follow(client, doc, after=seen[-1].id, deadline_s=150)
     final = rest[-1].data
-
-    assert final["status"] in ("completed", "partial"), final
     assert_accounted(final)
     streamed = [e.data["card_id"] for e in seen + rest if e.event == "card"]
     status = settled(client, doc)
@@ -376,6 +366,33 @@ def test_a_worker_killed_mid_document_is_replaced_without_losing_or_duplicating_
     assert len(set(ids)) == len(ids), "a card is in the deck twice"
     assert len(set(fronts)) == len(fronts), "a question is in the deck twice"
     assert set(ids) <= set(streamed), "the deck holds cards the live stream never showed"
+    return final  # type: ignore[no-any-return]
+
+
+def running_worker(stack: Stack) -> subprocess.Popen[bytes]:
+    [worker] = [p for p in stack.children if "worker" in p.args and p.poll() is None]
+    return worker
+
+
+def test_a_worker_killed_mid_document_is_replaced_without_losing_or_duplicating_cards(
+    client: DeckstreamClient, stack: Stack, sim_url: str
+) -> None:
+    set_faults(sim_url, latency_s=0.2)  # ~7 s of LLM work: the kill lands mid-document
+    doc, seen = upload_until_a_card(client, "py4e_python-for-everybody_book.docx")
+
+    worker = running_worker(stack)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=10)
+    stack.children.remove(worker)
+    interrupted = client.status(doc)
+    assert interrupted["status"] not in TERMINAL, interrupted
+    assert interrupted["chunks_done"] < interrupted["chunks_total"] or interrupted["chunks_total"] == 0
+
+    # start_worker_for waits for "Ready" in worker.log: keep the dead worker's log apart.
+    (stack.logs / "worker.log").rename(stack.logs / "worker-killed.log")
+    start_worker_for(stack)
+    final = assert_finished_whole(client, doc, seen)
+    assert final["status"] in ("completed", "partial"), final
 
 
 def test_partitions_moving_twice_mid_document_lose_and_duplicate_nothing(
@@ -385,14 +402,8 @@ def test_partitions_moving_twice_mid_document_lose_and_duplicate_nothing(
     workers give up and take partitions while chunks are in flight), then the first is stopped
     (SIGTERM) and the second takes every partition over."""
     set_faults(sim_url, latency_s=0.4)  # ~20 s of LLM work for the book: both moves land mid-document
-    doc = upload(client, corpus_file("whitehead_introduction-to-mathematics_pg41568.pdf"))
-    seen: list[SSEEvent] = []
-    for ev in client.events(doc, timeout_s=120):
-        seen.append(ev)
-        if ev.event == "card":
-            break
-    assert seen[-1].event == "card", [e.event for e in seen[-5:]]
-    [first] = [p for p in stack.children if "worker" in p.args and p.poll() is None]
+    doc, seen = upload_until_a_card(client, "whitehead_introduction-to-mathematics_pg41568.pdf")
+    first = running_worker(stack)
 
     second = start_worker_for(stack)
     joined = client.status(doc)
@@ -402,19 +413,10 @@ def test_partitions_moving_twice_mid_document_lose_and_duplicate_nothing(
     stack.children.remove(first)
     handed_over = client.status(doc)
     assert handed_over["status"] not in TERMINAL, handed_over
-    assert second.poll() is None
+    assert running_worker(stack) is second
 
-    rest = follow(client, doc, after=seen[-1].id, deadline_s=150)
-    final = rest[-1].data
+    final = assert_finished_whole(client, doc, seen)
     assert final["status"] == "completed", final
-    assert_accounted(final)
-    streamed = [e.data["card_id"] for e in seen + rest if e.event == "card"]
-    status = settled(client, doc)
-    cards = client.deck(doc).json()["cards"]
-    assert cards and len(cards) == status["deck_cards"]
-    ids = [c["card_id"] for c in cards]
-    assert len(set(ids)) == len(ids), "a card is in the deck twice"
-    assert set(ids) <= set(streamed), "the deck holds cards the live stream never showed"
 
 
 def test_a_small_upload_finishes_before_a_book_that_was_uploaded_first(

@@ -39,7 +39,7 @@ class Prompt:
     stop: tuple[str, ...] = ()
     max_tokens: int = 768
     temperature: float = 0.2
-    seed: int | None = None  # sampling seed: the same prompt and seed give the same answer
+    seed: int | None = None  # sampling seed (OpenAI-compatible `seed`, Ollama `options.seed`)
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.text is not None):

@@ -133,8 +133,8 @@ class _Consumer(faust_aiokafka.Consumer):
         Faust's recovery resumes the stream partitions, seeks them to their committed offsets
         and only then calls `flow_control.resume()`, which empties every agent's buffer
         (faust-streaming 0.15, `Recovery.on_recovery_completed` and `_resume_streams`). Records
-        fetched in between are delivered, dropped with the buffers, and never read again: the
-        read offset has moved past them, and with no committed offset there is no seek back.
+        fetched in between are delivered, then dropped with the buffers, and never read again:
+        the seek came before the clear, and the read offset has moved past them.
         Traced on the SIGKILL fault test: a restarted worker took in a killed worker's 264
         chunks, the buffers were cleared with 228 of them in, and only the reconciler's resend
         brought them back. Here the stream partitions stay paused until `App.on_rebalance_end`,

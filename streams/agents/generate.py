@@ -137,8 +137,9 @@ def register(
                         prompt_version=res.settings.cards.prompt_version,
                         max_tokens=cfg.max_tokens,
                         temperature=cfg.temperature,
-                        # From the cache key (chunk, model, prompt, options): the same chunk
-                        # gets the same cards on a re-run, a replay or another worker.
+                        # From the cache key (chunk, model, prompt, options): a server that
+                        # samples each request on its own (vLLM; llama.cpp one call at a time)
+                        # gives the chunk the same cards on a replay. Batched llama.cpp slots vary.
                         seed=int(key[:8], 16),
                     )
                 )

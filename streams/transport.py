@@ -122,7 +122,7 @@ async def _finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
 
 
 class _Consumer(faust_aiokafka.Consumer):
-    _held_back: set[TP] | None = None  # stream partitions to resume when the rebalance ends
+    _held_back: frozenset[TP] = frozenset()  # stream partitions to resume when the rebalance ends
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -143,21 +143,19 @@ class _Consumer(faust_aiokafka.Consumer):
         tpset = ensure_TPset(tps)
         if self.app.rebalancing:
             streams = {tp for tp in tpset if not self._is_changelog_tp(tp)}
-            if streams:
-                self._held_back = (self._held_back or set()) | streams
-                tpset -= streams
+            self._held_back |= streams
+            tpset -= streams
         super().resume_partitions(tpset)
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
         tpset = ensure_TPset(tps)
-        if self._held_back:
-            self._held_back -= tpset  # a new rebalance took them back before the last one ended
+        self._held_back -= tpset  # a new rebalance may take them back before the last one ends
         super().pause_partitions(tpset)
 
     def resume_held_back(self) -> None:
         """The rebalance is over and the agents' buffers were emptied: fetch from every stream
         partition that recovery resumed."""
-        held, self._held_back = self._held_back, None
+        held, self._held_back = self._held_back, frozenset()
         if held:
             super().resume_partitions(held & self.assignment())
 

@@ -78,7 +78,8 @@ async def test_gemma_writes_grounded_cited_cards(server: RunningServer) -> None:
 
 
 async def test_a_seed_makes_sampled_answers_repeatable(server: RunningServer) -> None:
-    """The worker seeds each call from the chunk's cache key: a re-run gets the same cards."""
+    """The worker seeds each call from the chunk's cache key: one call at a time, llama.cpp
+    gives the same seed the same answer."""
     prompt = Prompt(text="Text: Rain falls from clouds.\nQ:", max_tokens=24, temperature=1.0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0)) as http:
         llm = OpenAICompatibleClient(http, server.url, "gemma3-270m")

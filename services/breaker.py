@@ -90,9 +90,11 @@ class CircuitBreaker:
             self._notify()
 
     @asynccontextmanager
-    async def guard(self) -> AsyncIterator[None]:
-        """Wait until closed, run the block, record its outcome."""
-        await self.wait_until_closed()
+    async def guard(self, *, waited: bool = False) -> AsyncIterator[None]:
+        """Wait until closed, run the block, record its outcome. ``waited``: the caller has
+        just returned from ``wait_until_closed()`` (and may be the half-open probe)."""
+        if not waited:
+            await self.wait_until_closed()
         try:
             yield
         except RetryableError:
@@ -107,7 +109,7 @@ class CircuitBreaker:
         else:
             self.record_success()
 
-    async def call(self, fn: Callable[[], Awaitable[T]]) -> T:
+    async def call(self, fn: Callable[[], Awaitable[T]], *, waited: bool = False) -> T:
         """``await fn()`` once a call may go ahead, recording its outcome."""
-        async with self.guard():
+        async with self.guard(waited=waited):
             return await fn()

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from services.breaker import CircuitBreaker
+
 
 @dataclass(slots=True)
 class _Waiter:
@@ -60,6 +62,13 @@ class InflightScheduler:
                 self._held[waiter.key] += 1
                 waiter.future.set_result(None)
 
+    def try_acquire(self, key: str = "") -> bool:
+        """Take a slot at once if one is free and nobody waits for one (no queue-jumping)."""
+        if self._waiters or not self._may_take(key):
+            return False
+        self._held[key] += 1
+        return True
+
     async def acquire(self, key: str = "", priority: int = 0) -> None:
         """Wait for a slot; a higher priority (the interactive lane) is served first."""
         waiter = _Waiter(key, asyncio.get_running_loop().create_future(), priority)
@@ -89,3 +98,58 @@ class InflightScheduler:
             yield
         finally:
             self.release(key)
+
+
+async def admit(
+    sched: InflightScheduler,
+    breaker: CircuitBreaker,
+    key: str,
+    priority: int = 0,
+    *,
+    give_up: asyncio.Future[None] | None = None,
+) -> bool:
+    """Hold a slot for ``key`` with the breaker letting a call through, and return True; the
+    caller then makes its call with ``breaker.call(fn, waited=True)`` and releases the slot.
+
+    Returns False, holding nothing, if ``give_up`` is done first: the worker's flow stopped
+    for a rebalance or a shutdown while this work was still queued for a slot or waiting out
+    an LLM outage, so it can be handed back instead of holding the rebalance up. Free slot
+    and closed breaker (the common case): no task and no pass of the event loop.
+    """
+    holding = sched.try_acquire(key)
+    if holding and breaker.state == "closed":
+        return True
+    if give_up is not None and give_up.done():
+        if holding:
+            sched.release(key)
+        return False
+
+    async def take() -> None:
+        if not holding:
+            await sched.acquire(key, priority)
+        try:
+            await breaker.wait_until_closed()
+        except BaseException:
+            sched.release(key)
+            raise
+
+    task = asyncio.ensure_future(take())
+    if give_up is None:
+        await task
+        return True
+    try:
+        await asyncio.wait((task, give_up), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not task.done():
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # we are being cancelled ourselves, not just giving up
+            return False
+    task.result()  # admitted (perhaps just as it gave up: then the call goes ahead)
+    return True

@@ -22,7 +22,9 @@ had long emptied its buffer. A 0.1 s timeout bounds that stall.
 Commits never pass a record an agent is still working on (faust #606; see `_new_offset`), and
 a rebalance or a restart drops no record unread: no fetch of an empty partition set (aiokafka
 reads it as "all"), a seek back for partitions never committed, and stream partitions paused
-until Faust's recovery has emptied the agents' buffers for the last time.
+until Faust's recovery has emptied the agents' buffers for the last time. And a rebalance or
+a shutdown need not wait for work that has not started: `flow_stopped` tells agents to hand it
+back.
 """
 
 from __future__ import annotations
@@ -123,6 +125,24 @@ async def _finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
 
 class _Consumer(faust_aiokafka.Consumer):
     _held_back: frozenset[TP] = frozenset()  # stream partitions to resume when the rebalance ends
+    _flow_stopped: asyncio.Future[None] | None = None
+
+    @property
+    def flow_stopped(self) -> asyncio.Future[None]:
+        """Done while the flow is stopped: a rebalance or a shutdown waits for every record an
+        agent holds (`stream_wait_empty`), so work not yet started should be handed back.
+        One future for every waiter, made again once the flow resumes."""
+        fut = self._flow_stopped
+        if fut is None or fut.done() == self.flow_active:  # made for the other state
+            fut = self._flow_stopped = asyncio.get_running_loop().create_future()
+            if not self.flow_active:
+                fut.set_result(None)
+        return fut
+
+    def stop_flow(self) -> None:
+        super().stop_flow()
+        if self._flow_stopped is not None and not self._flow_stopped.done():
+            self._flow_stopped.set_result(None)
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -246,6 +266,12 @@ class _Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+
+def flow_stopped(app: Any) -> asyncio.Future[None] | None:
+    """The worker's `_Consumer.flow_stopped`; None for another consumer (no hand-back)."""
+    consumer = app.consumer
+    return consumer.flow_stopped if isinstance(consumer, _Consumer) else None
 
 
 class Transport(faust_aiokafka.Transport):

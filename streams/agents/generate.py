@@ -25,6 +25,8 @@ from services.errors import DeckstreamError, RetryableError
 from services.events import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
 from services.generation import empty_reason, generate_cards
 from services.prompting import prompt_version
+from services.scheduler import admit
+from streams import transport
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
@@ -60,8 +62,21 @@ def register(
             if not isinstance(ev, ChunkCreated) or res.is_cancelled(ev.document_id, ev.generation):
                 continue
             due = ev.occurred_at / 1000 + cfg.retry_delay_s * 2 ** (ev.attempt - 1)
-            await asyncio.sleep(max(0.0, due - time.time()))
+            delay = due - time.time()
+            stopped = transport.flow_stopped(app)
+            if delay > 0 and stopped is not None:
+                await asyncio.wait((stopped,), timeout=delay)
+                if stopped.done():  # a rebalance or shutdown: whoever owns it next waits the rest
+                    await hand_back(retry, ev)
+                    continue
+            elif delay > 0:
+                await asyncio.sleep(delay)
             await (interactive if ev.lane == "interactive" else bulk).send(key=ev.document_id, value=ev)
+
+    async def hand_back(topic: Any, ev: ChunkCreated) -> None:
+        """Put an event not yet worked on back at the end of its topic's partition (same key),
+        and see it stored before its offset can be committed as read."""
+        await (await topic.send(key=ev.document_id, value=ev))
 
     async def generate_one(ev: ChunkCreated, priority: int) -> None:
         if res.is_settled(ev.document_id, ev.generation, ev.attempt):
@@ -117,8 +132,24 @@ def register(
             return
         llm = res.llm
         assert llm is not None
+        # A slot, and the breaker letting calls through. A worker whose flow stops meanwhile (a
+        # rebalance or a shutdown waits for every chunk an actor holds) hands the chunk back
+        # instead: otherwise an LLM outage would hold up the whole group until it was over.
         try:
-            async with res.scheduler.slot(ev.document_id, priority):
+            admitted = await admit(
+                res.scheduler, res.breaker, ev.document_id, priority, give_up=transport.flow_stopped(app)
+            )
+        except Exception as exc:
+            bound.exception("chunk admission crashed")
+            await failed(ev, f"internal error: {type(exc).__name__}: {exc}", "internal", bound)
+            return
+        if not admitted:
+            if not res.is_cancelled(ev.document_id, ev.generation):
+                bound.info("chunk handed back", reason="the worker's partitions are moving")
+                await hand_back(interactive if priority == INTERACTIVE else bulk, ev)
+            return
+        try:
+            try:
                 if res.is_cancelled(ev.document_id, ev.generation):
                     return
                 result = await res.breaker.call(
@@ -141,9 +172,18 @@ def register(
                         # samples each request on its own (vLLM; llama.cpp one call at a time)
                         # gives the chunk the same cards on a replay. Batched llama.cpp slots vary.
                         seed=int(key[:8], 16),
-                    )
+                    ),
+                    waited=True,
                 )
+            finally:
+                res.scheduler.release(ev.document_id)
         except RetryableError as exc:
+            if res.breaker.state != "closed":
+                # The LLM is down, not this chunk: it waits for the server without using up a
+                # round (documents wait, they do not fail), back in its lane behind the breaker.
+                bound.info("chunk waits for the LLM", reason=exc.reason)
+                await hand_back(interactive if priority == INTERACTIVE else bulk, ev)
+                return
             if ev.attempt + 1 < cfg.retry_rounds:
                 bound.info("chunk deferred", reason=exc.reason)
                 await retry.send(

@@ -44,7 +44,7 @@ LLM = {
     "retry_rounds": 4,
     "retry_delay_s": 0.5,
     "breaker_threshold": 5,
-    "breaker_cooldown_s": 1.0,
+    "breaker_cooldown_s": 5.0,
 }
 NO_FAULTS = {
     "latency_s": 0.05,
@@ -214,7 +214,8 @@ def dead_letters(bootstrap: str, doc: str, want: int, deadline_s: float = 30) ->
 
 
 def test_an_llm_outage_delays_a_document_but_fails_no_chunk(client: DeckstreamClient, sim_url: str) -> None:
-    set_faults(sim_url, down_for_s=8)
+    # 30 s: more than a chunk's 4 rounds of calls and delays; failed probes use no round.
+    set_faults(sim_url, down_for_s=30)
     before = sim_stats(sim_url)
     started = time.monotonic()
     doc = upload(client, corpus_file("bee4750_syllabus.docx"))
@@ -224,7 +225,7 @@ def test_an_llm_outage_delays_a_document_but_fails_no_chunk(client: DeckstreamCl
     after = sim_stats(sim_url)
 
     assert after["down_rejections"] > before["down_rejections"], "the outage never hit the document"
-    assert elapsed > 6, f"done after {elapsed:.1f} s: the document did not wait out the outage"
+    assert elapsed > 28, f"done after {elapsed:.1f} s: the document did not wait out the outage"
     assert final["status"] == "completed", final
     assert final["chunks_failed"] == 0
     assert_accounted(final)
@@ -417,6 +418,46 @@ def test_partitions_moving_twice_mid_document_lose_and_duplicate_nothing(
 
     final = assert_finished_whole(client, doc, seen)
     assert final["status"] == "completed", final
+
+
+def test_workers_join_and_stop_during_an_llm_outage_without_waiting_for_it(
+    client: DeckstreamClient, stack: Stack, sim_url: str, tmp_path: Path
+) -> None:
+    """Scaling out and a rolling restart while the LLM is down. Chunks waiting for the breaker
+    have not started, so a worker hands them back: the rebalance does not wait out the outage
+    (new uploads are still read meanwhile), the stopped worker exits at once, and the chunks
+    complete once the LLM is back."""
+    set_faults(sim_url, down_for_s=40)
+    before = sim_stats(sim_url)["down_rejections"]
+    doc = upload(client, corpus_file("py4e_Pythonlearn-03-Conditional_slides.pdf"))  # not cached
+    wait_until(
+        lambda: sim_stats(sim_url)["down_rejections"] > before + LLM["breaker_threshold"],
+        60,
+        what="the outage to open the breaker",
+    )
+    first = running_worker(stack)
+
+    # A worker is ready once the group has rebalanced. Without the hand-back each waiting chunk
+    # holds the rebalance until it has been the breaker's probe: a cool-down (5 s) per chunk,
+    # longer than the rest of the outage for these 7.
+    second = start_worker_for(stack)
+    joined_during_outage = set_faults(sim_url)["down_for_s"]
+    note = tmp_path / "cells.txt"
+    note.write_text(CELLS + "\n")
+    later = upload(client, note)
+    wait_until(lambda: client.status(later)["chunks_total"] > 0, 10, what="a new upload to be read")
+    terminate(first, timeout_s=10.0)
+    stopped_during_outage = set_faults(sim_url)["down_for_s"]
+    stack.children.remove(first)
+
+    assert joined_during_outage > 0, "the group's rebalance waited for the outage to end"
+    assert first.returncode == 0, f"the worker had to be killed ({first.returncode})"
+    assert stopped_during_outage > 0, "the worker stopped only once the outage was over"
+    assert running_worker(stack) is second
+    for d in (doc, later):
+        final = follow(client, d, deadline_s=150)[-1].data
+        assert final["status"] == "completed", final
+        assert final["chunks_failed"] == 0 and final["chunks_done"] == final["chunks_total"] > 0, final
 
 
 def test_a_small_upload_finishes_before_a_book_that_was_uploaded_first(

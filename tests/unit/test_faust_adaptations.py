@@ -8,6 +8,7 @@
 - Offsets are never committed past a record an agent is still working on (faust #606).
 - During a rebalance, stream partitions start fetching only once it has ended (after Faust's
   recovery last empties the agents' buffers); table changelogs at once.
+- Agents learn when the flow stops, so work not yet started need not hold a rebalance up.
 """
 
 from __future__ import annotations
@@ -319,3 +320,24 @@ def test_a_documents_state_is_in_the_partition_of_its_events() -> None:
         )
         > 8
     )
+
+
+async def test_work_waiting_on_the_flow_learns_when_it_stops_and_again_after_it_resumes() -> None:
+    consumer: Any = _Consumer.__new__(_Consumer)
+    consumer.can_resume_flow, consumer.suspend_flow = asyncio.Event(), asyncio.Event()
+    consumer.flow_active = True
+    first = consumer.flow_stopped
+    assert not first.done() and consumer.flow_stopped is first  # one future for every waiter
+
+    consumer.stop_flow()  # a rebalance starts (Faust's _on_partitions_revoked) or a shutdown
+    assert first.done() and consumer.flow_stopped.done()
+
+    consumer.resume_flow()
+    again = consumer.flow_stopped
+    assert not again.done() and again is not first
+    consumer.stop_flow()
+    assert again.done()
+
+    stopped_before_asked: Any = _Consumer.__new__(_Consumer)
+    stopped_before_asked.flow_active = False
+    assert stopped_before_asked.flow_stopped.done()

@@ -1,4 +1,5 @@
-"""The in-flight limiter (caps, fairness across documents) and the circuit breaker."""
+"""The in-flight limiter (caps, fairness across documents), the circuit breaker, and admission
+through both, which a worker whose flow stops (rebalance, shutdown) gives up."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from services.breaker import CircuitBreaker
 from services.errors import PermanentError, RetryableError
-from services.scheduler import InflightScheduler
+from services.scheduler import InflightScheduler, admit
 
 
 async def settle(rounds: int = 10) -> None:
@@ -192,3 +193,111 @@ async def test_a_cancelled_probe_lets_another_caller_probe() -> None:
     probe.cancel()
     await settle()
     assert second.done()
+
+
+async def test_a_probe_that_already_waited_makes_its_call() -> None:
+    clock = Clock()
+    b = breaker(clock, threshold=1, cooldown_s=1.0)
+    b.record_failure()
+    clock.now = 2.0
+    await b.wait_until_closed()  # this caller is the half-open probe
+
+    async def ok() -> str:
+        return "cards"
+
+    assert await asyncio.wait_for(b.call(ok, waited=True), 1) == "cards"  # no second wait
+    assert b.state == "closed"
+
+
+# ---------------------------------------------------------------- admission (slot + breaker)
+
+
+def real_breaker(threshold: int = 1, cooldown_s: float = 60.0) -> CircuitBreaker:
+    """A breaker on the real clock; its cool-downs are only ever cancelled, never waited out."""
+    return CircuitBreaker(threshold, cooldown_s)
+
+
+async def test_a_free_slot_and_a_closed_breaker_admit_without_a_pass_of_the_loop() -> None:
+    sched = InflightScheduler(total=1)
+    coro = admit(sched, real_breaker(), "doc", give_up=asyncio.get_running_loop().create_future())
+    with pytest.raises(StopIteration) as done:
+        coro.send(None)
+    assert done.value.value is True and sched.held("doc") == 1
+
+
+async def test_a_slot_is_not_taken_ahead_of_waiters() -> None:
+    sched = InflightScheduler(total=1)
+    await sched.acquire("a")
+    queued = asyncio.create_task(sched.acquire("b"))
+    await settle()
+    sched.release("a")  # b is granted the slot on release...
+    assert not sched.try_acquire("c")  # ...so c may not take it
+    await queued
+    assert sched.held("b") == 1 and sched.held("c") == 0
+
+
+async def test_work_queued_for_a_slot_is_handed_back_when_the_flow_stops() -> None:
+    sched, give_up = InflightScheduler(total=1), asyncio.get_running_loop().create_future()
+    await sched.acquire("book")
+    queued = [asyncio.create_task(admit(sched, real_breaker(), "book", give_up=give_up)) for _ in range(3)]
+    await settle()
+    assert sched.waiting == 3 and not any(t.done() for t in queued)
+
+    give_up.set_result(None)
+    await settle()
+    assert [t.result() for t in queued] == [False, False, False]
+    assert sched.waiting == 0 and sched.in_use == 1  # only the call that had started
+    sched.release("book")
+    assert sched.in_use == 0
+
+
+async def test_work_waiting_out_an_llm_outage_is_handed_back_holding_nothing() -> None:
+    sched, b = InflightScheduler(total=4), real_breaker(threshold=1, cooldown_s=60.0)
+    give_up = asyncio.get_running_loop().create_future()
+    b.record_failure()  # open for a minute
+    waiting = [asyncio.create_task(admit(sched, b, "doc", give_up=give_up)) for _ in range(6)]
+    await settle()
+    assert not any(t.done() for t in waiting) and sched.in_use == 4 and sched.waiting == 2
+
+    give_up.set_result(None)
+    await settle()
+    assert [t.result() for t in waiting] == [False] * 6
+    assert sched.in_use == 0 and sched.waiting == 0
+    b.record_success()  # the server is back: a new chunk goes straight ahead
+    assert await admit(sched, b, "doc", give_up=asyncio.get_running_loop().create_future())
+
+
+async def test_the_half_open_probe_goes_ahead_and_the_others_are_handed_back() -> None:
+    sched, b = InflightScheduler(total=4), real_breaker(threshold=1, cooldown_s=0.0)
+    give_up = asyncio.get_running_loop().create_future()
+    b.record_failure()  # open, with the cool-down already over
+    tasks = [asyncio.create_task(admit(sched, b, "doc", give_up=give_up)) for _ in range(3)]
+    await settle()
+    [probe] = [t for t in tasks if t.done()]
+    assert probe.result() is True and b.state == "half-open"
+
+    give_up.set_result(None)
+    await settle()
+    assert sorted(t.result() for t in tasks) == [False, False, True]
+    assert sched.in_use == 1  # the probe's slot, for its call
+
+
+async def test_a_slot_granted_just_as_the_flow_stops_is_used_not_leaked() -> None:
+    sched, give_up = InflightScheduler(total=1), asyncio.get_running_loop().create_future()
+    await sched.acquire("a")
+    queued = asyncio.create_task(admit(sched, real_breaker(), "b", give_up=give_up))
+    await settle()
+    sched.release("a")  # b's slot is granted...
+    give_up.set_result(None)  # ...and the flow stops before b runs again
+    await settle()
+    assert queued.result() is True and sched.held("b") == 1
+
+
+async def test_cancelling_a_waiting_admission_cancels_it_and_frees_its_place() -> None:
+    sched, give_up = InflightScheduler(total=1), asyncio.get_running_loop().create_future()
+    await sched.acquire("a")
+    queued = asyncio.create_task(admit(sched, real_breaker(), "b", give_up=give_up))
+    await settle()
+    queued.cancel()
+    await settle()
+    assert queued.cancelled() and sched.waiting == 0 and sched.in_use == 1

@@ -50,13 +50,19 @@ def kafka_bootstrap(test_home: Path) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def llm_url(test_home: Path) -> Iterator[str]:
-    """The real llama.cpp server (xllamacpp) with Gemma 3 270M, for the whole run."""
+    """The real llama.cpp server (xllamacpp) with Gemma 3 270M, for the whole run.
+
+    One slot, and one call at a time from the worker (`stack_settings`): each call then samples
+    on its own with the seed the worker takes from the chunk, so a document gets the same cards
+    on every run. With two slots the batch changed the answers: the syllabus once gave no card
+    at all. One slot was also faster here (2 cores): 124-129 s for the pipeline tests, not 150.
+    """
     from services.llm_server import start_local_llm
 
     server = start_local_llm(
         "gemma3-270m",
         cache=test_home / "models",
-        n_parallel=2,
+        n_parallel=1,
         ctx_per_slot=2048,
         threads=os.cpu_count() or 2,
     )
@@ -74,7 +80,7 @@ def stack_settings(home: Path, bootstrap: str, llm_url: str, **overrides: object
         "llm": {
             "url": llm_url,
             "model": "gemma3-270m",
-            "max_in_flight": 2,
+            "max_in_flight": 1,
             "max_tokens": 160,
             "timeout_s": 60,
         },

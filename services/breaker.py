@@ -41,6 +41,7 @@ class CircuitBreaker:
         self._failures = 0
         self._opened_at = 0.0
         self._probing = False
+        self._last_failure: str | None = None
         self._changed = asyncio.Event()
 
     @property
@@ -77,8 +78,14 @@ class CircuitBreaker:
             self._state = "closed"
             self._notify()
 
-    def record_failure(self) -> None:
+    @property
+    def unavailable(self) -> str | None:
+        """Why calls are held back (the failure that opened it), or None when closed."""
+        return None if self._state == "closed" else self._last_failure or "no answer"
+
+    def record_failure(self, reason: str | None = None) -> None:
         self._failures += 1
+        self._last_failure = reason
         if self._state == "half-open" or self._failures >= self.failure_threshold:
             self._state, self._opened_at, self._probing = "open", self._clock(), False
             self._notify()
@@ -97,8 +104,8 @@ class CircuitBreaker:
             await self.wait_until_closed()
         try:
             yield
-        except RetryableError:
-            self.record_failure()
+        except RetryableError as exc:
+            self.record_failure(exc.reason)
             raise
         except DeckstreamError:
             self.record_success()  # the server answered, if not with what we wanted

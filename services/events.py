@@ -149,7 +149,7 @@ class PageInfo(BaseModel):
 
 class DocumentProgress(Event):
     name = "DocumentProgress"
-    kind: str  # progress, page, card, chunk_failed, done
+    kind: str  # progress, page, card, chunk_failed, waiting, done
     status: str
     filename: str
     created_at: int
@@ -161,6 +161,7 @@ class DocumentProgress(Event):
     cards: int
     progress: float
     error: str | None = None
+    waiting: str | None = None  # why it is not moving (the LLM is unavailable); None once it moves
     page: PageInfo | None = None
     new_cards: list[Card] = []
     failure: ChunkFailure | None = None

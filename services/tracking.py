@@ -11,6 +11,7 @@ counters, and a document finishes exactly once per round (a retry opens a new ro
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
@@ -89,7 +90,7 @@ class Outcome:
     deck: AssembleDeck | None = None
 
 
-def _snapshot(st: DocumentState, kind: str, **extra: object) -> DocumentProgress:
+def snapshot(st: DocumentState, kind: str, **extra: object) -> DocumentProgress:
     return DocumentProgress(
         tenant_id=st.tenant_id,
         document_id=st.document_id,
@@ -136,7 +137,7 @@ def _finish(st: DocumentState, out: Outcome) -> None:
     out.deck = AssembleDeck(
         status=st.status, failures=failures, empty=empty, dropped=sum(st.dropped.values())
     )
-    out.progress.append(_snapshot(st, "done"))
+    out.progress.append(snapshot(st, "done"))
 
 
 def track(state: DocumentState | None, event: Event) -> Outcome:
@@ -156,7 +157,7 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             # Other facts overtook the upload (they travel on other topics): fill in what it knows.
             update = {"filename": event.filename, "created_at": event.occurred_at, "upload": event}
             st = state.model_copy(update=update)
-            return Outcome(st, [_snapshot(st, "progress")])
+            return Outcome(st, [snapshot(st, "progress")])
         st = DocumentState(
             tenant_id=event.tenant_id,
             document_id=event.document_id,
@@ -165,7 +166,7 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             created_at=event.occurred_at,
             upload=event,
         )
-        return Outcome(st, [_snapshot(st, "progress")])
+        return Outcome(st, [snapshot(st, "progress")])
     if state is None:
         # A fact about a document whose upload we have not seen: create it from the ids.
         state = DocumentState(
@@ -203,7 +204,7 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             chars=len(event.text),
             tokens=event.tokens,
         )
-        out.progress.append(_snapshot(st, "page", page=page))
+        out.progress.append(snapshot(st, "page", page=page))
     elif isinstance(event, ExtractionEnded):
         if st.extraction is not None:
             return Outcome(state)
@@ -213,14 +214,14 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             st.error = event.reason or "extraction failed"
         elif event.reason:
             st.error = event.reason
-        out.progress.append(_snapshot(st, "progress"))
+        out.progress.append(snapshot(st, "progress"))
     elif isinstance(event, ChunksPlanned):
         if st.chunks_total >= 0:
             return Outcome(state)
         st.chunks_total = event.chunks_total
         if st.status in ("queued", "extracting") and event.chunks_total > 0:
             st.status = "generating"
-        out.progress.append(_snapshot(st, "progress"))
+        out.progress.append(snapshot(st, "progress"))
     elif isinstance(event, CardsGenerated):
         if event.chunk_index in st.done:
             return Outcome(state)
@@ -235,13 +236,13 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             )
         if st.status in ("queued", "extracting"):
             st.status = "generating"
-        out.progress.append(_snapshot(st, "card", new_cards=event.cards))
+        out.progress.append(snapshot(st, "card", new_cards=event.cards))
     elif isinstance(event, ChunkFailed):
         if event.chunk_index in st.done or event.chunk_index in st.failed:
             return Outcome(state)
         st.failed[event.chunk_index] = event
         failure = ChunkFailure(chunk_index=event.chunk_index, reason=event.reason)
-        out.progress.append(_snapshot(st, "chunk_failed", failure=failure))
+        out.progress.append(snapshot(st, "chunk_failed", failure=failure))
     elif isinstance(event, RetryFailedChunks):
         if not st.failed or st.status not in ("partial", "failed"):
             return Outcome(state)
@@ -251,7 +252,7 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             out.retries.append(chunk.model_copy(update={"attempt": chunk.attempt + 1, "lane": "interactive"}))
         st.failed, st.finished, st.error = {}, False, None
         st.status = "generating"
-        out.progress.append(_snapshot(st, "progress"))
+        out.progress.append(snapshot(st, "progress"))
         return out
     else:
         return Outcome(state)
@@ -297,3 +298,23 @@ def stalled(st: DocumentState, now_ms: int, after_ms: int) -> DocumentUploaded |
     if not missing:
         return None
     return st.upload.model_copy(update={**again, "replay_chunks": missing})
+
+
+def llm_notices(
+    states: Iterable[DocumentState], told: set[str], unavailable: str | None
+) -> list[DocumentProgress]:
+    """What clients hear about the LLM. While it is unavailable (``unavailable`` says why), each
+    unfinished document says once that it waits for it; once it is back, each document that
+    said so says it moves again. ``told`` (the documents told to wait) is updated in place."""
+    out: list[DocumentProgress] = []
+    running = [st for st in states if not st.finished and st.status not in TERMINAL]
+    if unavailable is not None:
+        why = f"the LLM is unavailable ({unavailable}); the document goes on when it is back"
+        for st in running:
+            if st.document_id not in told:
+                told.add(st.document_id)
+                out.append(snapshot(st, "waiting", waiting=why))
+    elif told:
+        out += [snapshot(st, "progress") for st in running if st.document_id in told]
+        told.clear()
+    return out

@@ -52,6 +52,7 @@ class Status(BaseModel):
     cards: int
     progress: float
     error: str | None
+    waiting: str | None = None  # why it is not moving: the LLM is unavailable
     deck_cards: int | None = None  # cards in the assembled deck, after cross-chunk dedup
     failures: list[dict[str, Any]] = []
 

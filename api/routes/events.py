@@ -1,4 +1,5 @@
-"""Server-Sent Events: a document's progress, pages, cards, failures and a final `done`.
+"""Server-Sent Events: a document's progress, pages, cards, failures, `waiting` (while the LLM is
+unavailable) and a final `done`.
 
 Every event has an id "partition-offset-k" (k numbers the SSE events made from one Kafka
 record). On connect the stream replays the document's events after Last-Event-ID (all of
@@ -35,6 +36,7 @@ SNAPSHOT_FIELDS = (
     "cards",
     "progress",
     "error",
+    "waiting",
 )
 
 
@@ -60,6 +62,8 @@ def sse_events(pos: Position, ev: DocumentProgress) -> list[tuple[int, str, dict
         out += [(i + 1, "card", card_to_json(c)) for i, c in enumerate(ev.new_cards)]
     elif ev.kind == "chunk_failed" and ev.failure is not None:
         out.append((1, "chunk_failed", ev.failure.model_dump()))
+    elif ev.kind == "waiting" and ev.waiting is not None:
+        out.append((1, "waiting", {"reason": ev.waiting}))
     elif ev.kind == "done":
         out.append((1, "done", snapshot))
     return out

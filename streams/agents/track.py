@@ -16,10 +16,11 @@ import structlog
 from services.decks import collect_cards, store_deck
 from services.dedup import drop_near_duplicates
 from services.events import DeckAssembled, Event, now_ms
-from services.tracking import DocumentState, Outcome, coalesce_cards, stalled, track
+from services.tracking import DocumentState, Outcome, coalesce_cards, llm_notices, stalled, track
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
+LLM_REPORT_EVERY_S = 1.0
 
 
 def register(
@@ -53,10 +54,13 @@ def register(
     scanned = False  # whether decoded holds every unfinished document of this worker's partitions
     resent: dict[str, int] = {}  # document id -> when its missing chunks were last sent again (ms)
 
+    told_to_wait: set[str] = set()  # documents whose clients were told they wait for the LLM
+
     @app.on_partitions_revoked.connect
     async def _forget(*_args: Any, **_kwargs: Any) -> None:
         nonlocal scanned
         decoded.clear()
+        told_to_wait.clear()
         scanned = False
 
     def load(document_id: str) -> DocumentState | None:
@@ -115,6 +119,14 @@ def register(
             await uploads.send(key=document_id, value=again)
 
     app.timer(res.settings.kafka.reconcile_every_s)(reconcile)
+
+    async def report_llm() -> None:
+        """While the breaker is open a document makes no progress: its clients hear why
+        (SSE `waiting`, `waiting` in its status), and hear again once the LLM is back."""
+        for notice in llm_notices(list(decoded.values()), told_to_wait, res.breaker.unavailable):
+            await progress_topic.send(key=notice.document_id, value=notice)
+
+    app.timer(LLM_REPORT_EVERY_S)(report_llm)
 
     async def emit(event: Event, out: Outcome) -> None:
         for retry in out.retries:

@@ -220,9 +220,13 @@ def test_an_llm_outage_delays_a_document_but_fails_no_chunk(client: DeckstreamCl
     started = time.monotonic()
     doc = upload(client, corpus_file("bee4750_syllabus.docx"))
 
-    final = follow(client, doc, deadline_s=150)[-1].data
+    events = follow(client, doc, deadline_s=150)
+    final = events[-1].data
     elapsed = time.monotonic() - started
     after = sim_stats(sim_url)
+    waits = [e.data["reason"] for e in events if e.event == "waiting"]
+    assert waits and "LLM is unavailable" in waits[0] and "503" in waits[0], waits  # told why
+    assert final["waiting"] is None
 
     assert after["down_rejections"] > before["down_rejections"], "the outage never hit the document"
     assert elapsed > 28, f"done after {elapsed:.1f} s: the document did not wait out the outage"

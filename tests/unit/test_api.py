@@ -192,6 +192,27 @@ def test_status_follows_the_hub_and_sse_replays_to_done(
     assert csv.headers["content-type"].startswith("text/csv") and "What is a test?" in csv.text
 
 
+def test_a_document_waiting_for_the_llm_says_so_until_it_moves_again(
+    client: TestClient, parts: tuple
+) -> None:
+    _, _, hub = parts
+    why = "the LLM is unavailable (LLM answered HTTP 503); the document goes on when it is back"
+    hub.feed(progress("w1", status="generating", chunks_done=1, cards=2, progress=0.5))
+    hub.feed(progress("w1", kind="waiting", status="generating", chunks_done=1, cards=2, waiting=why))
+    waiting = client.get("/v1/documents/w1", headers=AUTH).json()
+    assert waiting["waiting"] == why and waiting["status"] == "generating" and waiting["error"] is None
+
+    hub.feed(progress("w1", kind="progress", status="generating", chunks_done=2, progress=0.75))
+    assert client.get("/v1/documents/w1", headers=AUTH).json()["waiting"] is None
+    hub.feed(progress("w1", kind="done", status="completed", chunks_done=2, progress=1.0))
+    with client.stream("GET", "/v1/documents/w1/events", headers=AUTH) as r:
+        lines = "".join(r.iter_text()).splitlines()
+    names = [line[7:] for line in lines if line.startswith("event: ")]
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert names == ["progress", "progress", "waiting", "progress", "progress", "done"]
+    assert data[2] == {"reason": why} and data[1]["waiting"] == why and data[3]["waiting"] is None
+
+
 def LocalBlobStoreFor(settings: Settings):
     from services.blobs import LocalBlobStore
 

@@ -301,3 +301,17 @@ async def test_cancelling_a_waiting_admission_cancels_it_and_frees_its_place() -
     queued.cancel()
     await settle()
     assert queued.cancelled() and sched.waiting == 0 and sched.in_use == 1
+
+
+async def test_an_open_breaker_says_why_calls_are_held_back() -> None:
+    b = breaker(Clock(), threshold=1)
+    assert b.unavailable is None
+
+    async def fail() -> None:
+        raise RetryableError("LLM answered HTTP 503")
+
+    with pytest.raises(RetryableError):
+        await b.call(fail)
+    assert b.state == "open" and b.unavailable == "LLM answered HTTP 503"
+    b.record_success()
+    assert b.unavailable is None

@@ -18,7 +18,7 @@ from services.events import (
     PageExtracted,
     RetryFailedChunks,
 )
-from services.tracking import DocumentState, Outcome, coalesce_cards, stalled, track
+from services.tracking import DocumentState, Outcome, coalesce_cards, llm_notices, stalled, track
 
 IDS = {"tenant_id": "t", "document_id": "d", "generation": 1}
 
@@ -307,3 +307,33 @@ def test_chunks_without_cards_are_in_the_decks_ledger_with_the_reason_and_pages(
         {"chunk_index": 1, "pages": ["ii", "iii"], "reason": "not supported by the text (3)"}
     ]
     assert state is not None and state.cards == 4
+
+
+def test_clients_hear_once_that_a_document_waits_for_the_llm_and_again_when_it_is_back() -> None:
+    running, _ = run([upload(), page(1), ChunksPlanned(**IDS, chunks_total=4, pages_total=3), cards(0)])
+    done, _ = run(happy())
+    other = DocumentState(tenant_id="t", document_id="other", generation=1, status="cancelled")
+    assert running is not None and done is not None
+    told: set[str] = set()
+
+    [notice] = llm_notices([running, done, other], told, "LLM answered HTTP 503")
+    assert notice.kind == "waiting" and notice.document_id == "d"
+    assert notice.waiting is not None and "unavailable (LLM answered HTTP 503)" in notice.waiting
+    assert (notice.chunks_done, notice.chunks_total, notice.cards) == (1, 4, 2)  # counters stay
+    assert llm_notices([running, done, other], told, "LLM answered HTTP 503") == []  # once
+
+    [back] = llm_notices([running, done], told, None)
+    assert back.kind == "progress" and back.waiting is None and back.document_id == "d"
+    assert told == set() and llm_notices([running], told, None) == []
+
+
+def test_a_document_that_finished_during_the_outage_hears_nothing_more() -> None:
+    running, _ = run([upload(), ChunksPlanned(**IDS, chunks_total=2, pages_total=3)])
+    assert running is not None
+    told: set[str] = set()
+    assert len(llm_notices([running], told, "timed out")) == 1
+    finished, _ = run(
+        [cards(0), cards(1), page(1), ExtractionEnded(**IDS, status="ok", pages_total=1)], running
+    )
+    assert finished is not None and finished.finished
+    assert llm_notices([finished], told, None) == []

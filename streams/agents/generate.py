@@ -145,7 +145,7 @@ def register(
             return
         if not admitted:
             if not res.is_cancelled(ev.document_id, ev.generation):
-                bound.info("chunk handed back", reason="the worker's partitions are moving")
+                bound.info("chunk handed back", reason="the worker is rebalancing or stopping")
                 await hand_back(interactive if priority == INTERACTIVE else bulk, ev)
             return
         try:

@@ -123,7 +123,10 @@ def register(
     async def report_llm() -> None:
         """While the breaker is open a document makes no progress: its clients hear why
         (SSE `waiting`, `waiting` in its status), and hear again once the LLM is back."""
-        for notice in llm_notices(list(decoded.values()), told_to_wait, res.breaker.unavailable):
+        unavailable = res.breaker.unavailable
+        if unavailable is None and not told_to_wait:
+            return  # the usual case: nothing to say, and no walk over every document
+        for notice in llm_notices(list(decoded.values()), told_to_wait, unavailable):
             await progress_topic.send(key=notice.document_id, value=notice)
 
     app.timer(LLM_REPORT_EVERY_S)(report_llm)

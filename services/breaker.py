@@ -80,7 +80,7 @@ class CircuitBreaker:
 
     @property
     def unavailable(self) -> str | None:
-        """Why calls are held back (the failure that opened it), or None when closed."""
+        """Why calls are held back (the latest failure), or None when closed."""
         return None if self._state == "closed" else self._last_failure or "no answer"
 
     def record_failure(self, reason: str | None = None) -> None:

@@ -133,10 +133,10 @@ async def admit(
             sched.release(key)
             raise
 
-    task = asyncio.ensure_future(take())
     if give_up is None:
-        await task
+        await take()
         return True
+    task = asyncio.ensure_future(take())
     try:
         await asyncio.wait((task, give_up), return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:

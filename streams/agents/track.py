@@ -55,6 +55,10 @@ def register(
     resent: dict[str, int] = {}  # document id -> when its missing chunks were last sent again (ms)
 
     told_to_wait: set[str] = set()  # documents whose clients were told they wait for the LLM
+    # A batch's progress events carry the counters after each of its facts, while `decoded`
+    # already holds the state after the whole batch: a notice built from it and sent between
+    # them would make the counters a client sees go back. One sender at a time.
+    reporting = asyncio.Lock()
 
     @app.on_partitions_revoked.connect
     async def _forget(*_args: Any, **_kwargs: Any) -> None:
@@ -87,10 +91,11 @@ def register(
                 sends.append((event, outcome))
                 if outcome.state is not None and outcome.state is not state:
                     decoded[event.document_id] = changed[event.document_id] = outcome.state
-            for event, outcome in sends:
-                await emit(event, outcome)
-            for progress in coalesce_cards([p for _, o in sends for p in o.progress]):
-                await progress_topic.send(key=progress.document_id, value=progress)
+            async with reporting:
+                for event, outcome in sends:
+                    await emit(event, outcome)
+                for progress in coalesce_cards([p for _, o in sends for p in o.progress]):
+                    await progress_topic.send(key=progress.document_id, value=progress)
             for document_id, st in changed.items():
                 table[document_id.encode()] = st.model_dump_json().encode()
 
@@ -126,8 +131,9 @@ def register(
         unavailable = res.breaker.unavailable
         if unavailable is None and not told_to_wait:
             return  # the usual case: nothing to say, and no walk over every document
-        for notice in llm_notices(list(decoded.values()), told_to_wait, unavailable):
-            await progress_topic.send(key=notice.document_id, value=notice)
+        async with reporting:
+            for notice in llm_notices(list(decoded.values()), told_to_wait, unavailable):
+                await progress_topic.send(key=notice.document_id, value=notice)
 
     app.timer(LLM_REPORT_EVERY_S)(report_llm)
 

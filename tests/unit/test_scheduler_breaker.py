@@ -315,3 +315,14 @@ async def test_an_open_breaker_says_why_calls_are_held_back() -> None:
     assert b.state == "open" and b.unavailable == "LLM answered HTTP 503"
     b.record_success()
     assert b.unavailable is None
+
+
+async def test_without_a_flow_to_watch_admission_just_waits_for_its_slot() -> None:
+    sched = InflightScheduler(total=1)
+    await sched.acquire("a")
+    queued = asyncio.create_task(admit(sched, real_breaker(), "b"))
+    await settle()
+    assert not queued.done() and sched.waiting == 1
+    sched.release("a")
+    await settle()
+    assert queued.result() is True and sched.held("b") == 1

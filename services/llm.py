@@ -3,7 +3,8 @@
     Prompt ──LLMClient.generate──► Completion
 
 Each adapter wraps one injected ``httpx.AsyncClient`` (the caller opens and closes it, and sets
-its timeouts) and maps transport and HTTP failures to the domain's error tree, here and only
+its timeouts; a ``LatencyTimeout`` then shortens a call's to what the server's own latency
+warrants) and maps transport and HTTP failures to the domain's error tree, here and only
 here: timeouts, connection errors, 429 and 5xx become ``RetryableError`` (with the server's
 ``Retry-After``), other 4xx ``PermanentError``, an unreadable body ``RetryableError``.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
@@ -69,6 +71,52 @@ def http_timeout(settings: LLMSettings) -> httpx.Timeout:
     return httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s)
 
 
+class LatencyTimeout:
+    """A call's timeout from the server's own latency: ``factor`` times the p99 of its last
+    ``window`` answers, within ``floor``..``ceiling``; the ceiling until ``min_samples`` answers
+    are in. A hung call on a server that answers in 3 s is given up after ~10 s, not the
+    2 minutes a slow CPU server needs, and the same setting suits both.
+
+    A call that timed out counts as one that took the whole timeout: if the server slows down
+    for everyone, its timeouts grow with it (by ``factor`` per 1% of calls that time out)
+    instead of failing every call. Error answers (429, 5xx) are not latency: they are fast.
+    """
+
+    def __init__(
+        self, ceiling: float, floor: float, factor: float = 3.0, window: int = 200, min_samples: int = 20
+    ) -> None:
+        if not 0 < floor <= ceiling or factor <= 0 or min_samples < 1 or window < min_samples:
+            raise ValueError("need 0 < floor <= ceiling, factor > 0 and min_samples <= window")
+        self.ceiling, self.floor, self.factor, self.min_samples = ceiling, floor, factor, min_samples
+        self._recent: deque[float] = deque(maxlen=window)
+        self._current = ceiling
+
+    @classmethod
+    def from_settings(cls, settings: LLMSettings) -> LatencyTimeout | None:
+        if settings.timeout_factor == 0:
+            return None  # always timeout_s
+        floor = min(settings.min_timeout_s, settings.timeout_s)
+        return cls(settings.timeout_s, floor, settings.timeout_factor)
+
+    @property
+    def p99(self) -> float | None:
+        if len(self._recent) < self.min_samples:
+            return None
+        ordered = sorted(self._recent)
+        return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+    def current(self) -> float:
+        """The timeout for the next call, in seconds."""
+        return self._current
+
+    def observe(self, seconds: float) -> None:
+        """A call's latency (or, for a call that timed out, its timeout)."""
+        self._recent.append(seconds)
+        p99 = self.p99
+        if p99 is not None:
+            self._current = min(self.ceiling, max(self.floor, self.factor * p99))
+
+
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP-date."""
     if not value:
@@ -85,12 +133,28 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 
 async def post_json(
-    http: httpx.AsyncClient, url: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    http: httpx.AsyncClient,
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str] | None = None,
+    timeouts: LatencyTimeout | None = None,
 ) -> Any:
+    limit = timeouts.current() if timeouts is not None else None
+    timeout: Any = httpx.USE_CLIENT_DEFAULT
+    if limit is not None:  # the client's connect timeout stays; the answer gets `limit`
+        timeout = httpx.Timeout(limit, connect=http.timeout.connect)
+    started = time.monotonic()
     try:
-        response = await http.post(url, json=body, headers=headers)
+        response = await http.post(url, json=body, headers=headers, timeout=timeout)
     except httpx.TimeoutException as exc:
-        raise RetryableError(f"LLM request timed out: {type(exc).__name__}") from exc
+        if timeouts is None or limit is None:
+            raise RetryableError(f"LLM request timed out: {type(exc).__name__}") from exc
+        if not isinstance(exc, httpx.ConnectTimeout):
+            timeouts.observe(limit)
+        raise RetryableError(
+            f"LLM request timed out after {limit:.1f} s: {type(exc).__name__} "
+            f"(the server's recent p99 is {_seconds(timeouts.p99)})"
+        ) from exc
     except httpx.TransportError as exc:
         raise RetryableError(f"LLM unreachable: {type(exc).__name__}: {exc}") from exc
     status = response.status_code
@@ -100,9 +164,16 @@ async def post_json(
     if status >= 400:
         raise PermanentError(f"LLM rejected the request: HTTP {status}: {response.text[:300]}")
     try:
-        return response.json()
+        answer = response.json()
     except ValueError as exc:
         raise RetryableError(f"LLM answered an unparseable body: {response.text[:100]!r}") from exc
+    if timeouts is not None:
+        timeouts.observe(time.monotonic() - started)
+    return answer
+
+
+def _seconds(value: float | None) -> str:
+    return "not known yet" if value is None else f"{value:.1f} s"
 
 
 def _unexpected(body: Any) -> RetryableError:
@@ -113,10 +184,16 @@ class OpenAICompatibleClient:
     """``/v1/chat/completions`` (with ``response_format`` json_schema) and ``/v1/completions``."""
 
     def __init__(
-        self, http: httpx.AsyncClient, base_url: str, model: str, api_key: str | None = None
+        self,
+        http: httpx.AsyncClient,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeouts: LatencyTimeout | None = None,
     ) -> None:
         self._http, self._base, self._model = http, base_url.rstrip("/"), model
         self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.timeouts = timeouts
 
     async def generate(self, prompt: Prompt) -> Completion:
         body: dict[str, Any] = {
@@ -139,7 +216,7 @@ class OpenAICompatibleClient:
             if prompt.stop:
                 body["stop"] = list(prompt.stop)
             url = f"{self._base}/v1/completions"
-        answer = await post_json(self._http, url, body, self._headers)
+        answer = await post_json(self._http, url, body, self._headers, self.timeouts)
         try:
             choice, usage = answer["choices"][0], answer.get("usage") or {}
             text = choice["message"]["content"] if prompt.profile == "chat" else choice["text"]
@@ -159,8 +236,11 @@ class OpenAICompatibleClient:
 class OllamaClient:
     """Ollama's native ``/api/chat`` (``format`` = JSON schema) and raw ``/api/generate``."""
 
-    def __init__(self, http: httpx.AsyncClient, base_url: str, model: str) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, base_url: str, model: str, timeouts: LatencyTimeout | None = None
+    ) -> None:
         self._http, self._base, self._model = http, base_url.rstrip("/"), model
+        self.timeouts = timeouts
 
     async def generate(self, prompt: Prompt) -> Completion:
         options: dict[str, Any] = {"temperature": prompt.temperature, "num_predict": prompt.max_tokens}
@@ -177,7 +257,7 @@ class OllamaClient:
             if prompt.stop:
                 options["stop"] = list(prompt.stop)
             url = f"{self._base}/api/generate"
-        answer = await post_json(self._http, url, body)
+        answer = await post_json(self._http, url, body, timeouts=self.timeouts)
         try:
             text = answer["message"]["content"] if prompt.profile == "chat" else answer["response"]
             return Completion(
@@ -232,7 +312,8 @@ async def _token_count(http: httpx.AsyncClient, base: str, text: str) -> int | N
 
 
 def build_llm_client(http: httpx.AsyncClient, settings: LLMSettings, base_url: str) -> LLMClient:
+    timeouts = LatencyTimeout.from_settings(settings)
     if settings.kind == "ollama":
-        return OllamaClient(http, base_url, settings.model)
+        return OllamaClient(http, base_url, settings.model, timeouts)
     key = settings.api_key.get_secret_value() if settings.api_key else None
-    return OpenAICompatibleClient(http, base_url, settings.model, api_key=key)
+    return OpenAICompatibleClient(http, base_url, settings.model, api_key=key, timeouts=timeouts)

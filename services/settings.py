@@ -54,7 +54,13 @@ class LLMSettings(BaseModel):
     api_key: SecretStr | None = None
     max_in_flight: int = Field(4, ge=1, description="LLM requests in flight per worker")
     per_document_in_flight: int = Field(0, ge=0, description="0: no cap per document")
-    timeout_s: float = Field(120.0, gt=0)
+    timeout_s: float = Field(120.0, gt=0, description="the longest an LLM call may take")
+    timeout_factor: float = Field(
+        3.0,
+        ge=0,
+        description="a call times out at this many times the server's recent p99 latency; 0: timeout_s",
+    )
+    min_timeout_s: float = Field(10.0, gt=0, description="the shortest timeout the p99 rule may give")
     connect_timeout_s: float = Field(5.0, gt=0)
     max_attempts: int = Field(3, ge=1, description="LLM calls per chunk within one round")
     retry_rounds: int = Field(4, ge=1, description="rounds through the retry topic before a chunk fails")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +15,7 @@ from pydantic import SecretStr
 
 from services.errors import PermanentError, RetryableError
 from services.llm import (
+    LatencyTimeout,
     Message,
     OllamaClient,
     OpenAICompatibleClient,
@@ -259,3 +261,90 @@ async def test_sharded_transport_spreads_requests_and_frees_a_pool_when_the_resp
     assert [r.json() for r in done[:3] if isinstance(r, httpx.Response)] == [{"ok": True}] * 3
     assert isinstance(done[3], httpx.ConnectError)
     assert transport.busy == [0, 0, 0]  # read responses and the failed request all gave back their pool
+
+
+# ---------------------------------------------------------------- timeouts from the server's latency
+
+
+def test_the_timeout_follows_the_servers_p99_within_its_bounds() -> None:
+    t = LatencyTimeout(ceiling=120.0, floor=10.0, factor=3.0, window=100, min_samples=20)
+    for _ in range(19):
+        t.observe(4.0)
+    assert t.current() == 120.0 and t.p99 is None  # too few answers to judge the server by
+    t.observe(6.0)
+    assert t.p99 == 6.0 and t.current() == 18.0  # 3 x the slowest 1%
+    fast = LatencyTimeout(ceiling=120.0, floor=10.0, factor=3.0, window=100, min_samples=20)
+    for _ in range(50):
+        fast.observe(0.05)
+    assert fast.current() == 10.0  # never below the floor
+    slow = LatencyTimeout(ceiling=120.0, floor=10.0, factor=3.0, window=100, min_samples=20)
+    for _ in range(50):
+        slow.observe(70.0)
+    assert slow.current() == 120.0  # never above the ceiling
+
+
+def test_timeouts_grow_when_the_server_slows_down_for_everyone_and_old_answers_age_out() -> None:
+    t = LatencyTimeout(ceiling=120.0, floor=1.0, factor=3.0, window=100, min_samples=20)
+    for _ in range(100):
+        t.observe(2.0)
+    assert t.current() == 6.0
+    t.observe(6.0)  # a call timed out: it counts as taking the whole timeout
+    t.observe(6.0)
+    assert t.current() == 18.0
+    for _ in range(100):
+        t.observe(1.0)  # the calls that timed out leave the window
+    assert t.current() == 3.0
+
+
+def test_timeout_settings() -> None:
+    assert LatencyTimeout.from_settings(LLMSettings(timeout_factor=0)) is None
+    t = LatencyTimeout.from_settings(LLMSettings(timeout_s=2.0, min_timeout_s=10.0))
+    assert t is not None and (t.floor, t.ceiling, t.current()) == (2.0, 2.0, 2.0)
+    with pytest.raises(ValueError):
+        LatencyTimeout(ceiling=1.0, floor=2.0)
+
+
+async def test_each_request_carries_the_current_timeout_and_answers_are_timed() -> None:
+    seen: list[httpx.Request] = []
+    answer = {"choices": [{"text": "Q: a\nA: b", "finish_reason": "stop"}]}
+    timeouts = LatencyTimeout(ceiling=60.0, floor=0.5, factor=3.0, window=20, min_samples=2)
+    async with client_with(recording(answer, seen)) as http:
+        llm = OpenAICompatibleClient(http, "http://llm", "m", timeouts=timeouts)
+        for _ in range(3):
+            await llm.generate(COMPLETION)
+    reads = [r.extensions["timeout"]["read"] for r in seen]
+    assert reads[:2] == [60.0, 60.0] and reads[2] == 0.5  # a mock answers at once: the floor
+    assert seen[0].extensions["timeout"]["connect"] == http.timeout.connect  # the client's stays
+
+
+async def test_a_hung_call_is_given_up_at_the_servers_pace_not_the_ceiling() -> None:
+    """A real server on a socket (httpx enforces timeouts in its transport): 20 answers at once,
+    then one that would come after 2 s. With a 30 s ceiling the call would have succeeded."""
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def complete(request: Request) -> JSONResponse:
+        if (await request.json())["prompt"] == "hang":
+            await asyncio.sleep(2.0)
+        return JSONResponse({"choices": [{"text": "ok", "finish_reason": "stop"}]})
+
+    listening = socket.create_server(("127.0.0.1", 0))  # connections wait in its backlog
+    port = listening.getsockname()[1]
+    app = Starlette(routes=[Route("/v1/completions", complete, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    serving = asyncio.create_task(server.serve(sockets=[listening]))
+    try:
+        timeouts = LatencyTimeout(ceiling=30.0, floor=0.3, factor=3.0)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=5.0)) as http:
+            llm = OpenAICompatibleClient(http, f"http://127.0.0.1:{port}", "m", timeouts=timeouts)
+            for _ in range(20):
+                assert (await llm.generate(Prompt(text="fine"))).text == "ok"
+            with pytest.raises(RetryableError, match=r"timed out after 0\.3 s.*recent p99"):
+                await llm.generate(Prompt(text="hang"))
+        assert timeouts.current() > 0.3  # the call that timed out raised the next timeout
+    finally:
+        server.should_exit = True
+        await serving

@@ -1,8 +1,9 @@
 """The pipeline under LLM faults, on a real broker, worker and API, with `deckstream llm sim`.
 
 Faults change at run time through the simulator's POST /admin/faults: an outage, 503s, garbage
-answers, answers slower than the client's timeout. Then a worker is SIGKILLed mid-document, and a
-small upload races a book. Each test asserts what a user sees: the document's final status, every
+answers, answers slower than the client's timeout. Then a worker is SIGKILLed mid-document,
+partitions move twice mid-book, workers join and stop during an outage, and a small upload races
+a book. Each test asserts what a user sees: the document's final status, every
 chunk accounted for, the failure reasons, the deck.
 """
 

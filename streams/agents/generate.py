@@ -44,7 +44,7 @@ def register(
             async for ev in stream:
                 if isinstance(ev, ChunkCreated):
                     try:
-                        await generate_one(ev, priority)
+                        await generate_one(ev, priority, topic)
                     except Exception:  # never lose the actor; the reconciler resends the chunk
                         log.exception(
                             "chunk handling crashed", document_id=ev.document_id, chunk=ev.chunk_index
@@ -63,14 +63,14 @@ def register(
                 continue
             due = ev.occurred_at / 1000 + cfg.retry_delay_s * 2 ** (ev.attempt - 1)
             delay = due - time.time()
-            stopped = transport.flow_stopped(app)
-            if delay > 0 and stopped is not None:
+            if delay > 0:
+                stopped = transport.flow_stopped(app)
+                if stopped is None:  # no flow to watch: the whole delay
+                    stopped = asyncio.get_running_loop().create_future()
                 await asyncio.wait((stopped,), timeout=delay)
                 if stopped.done():  # a rebalance or shutdown: whoever owns it next waits the rest
                     await hand_back(retry, ev)
                     continue
-            elif delay > 0:
-                await asyncio.sleep(delay)
             await (interactive if ev.lane == "interactive" else bulk).send(key=ev.document_id, value=ev)
 
     async def hand_back(topic: Any, ev: ChunkCreated) -> None:
@@ -78,7 +78,7 @@ def register(
         and see it stored before its offset can be committed as read."""
         await (await topic.send(key=ev.document_id, value=ev))
 
-    async def generate_one(ev: ChunkCreated, priority: int) -> None:
+    async def generate_one(ev: ChunkCreated, priority: int, own_topic: Any) -> None:
         if res.is_settled(ev.document_id, ev.generation, ev.attempt):
             return
         bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index, attempt=ev.attempt)
@@ -146,7 +146,7 @@ def register(
         if not admitted:
             if not res.is_cancelled(ev.document_id, ev.generation):
                 bound.info("chunk handed back", reason="the worker is rebalancing or stopping")
-                await hand_back(interactive if priority == INTERACTIVE else bulk, ev)
+                await hand_back(own_topic, ev)
             return
         try:
             try:
@@ -182,7 +182,7 @@ def register(
                 # The LLM is down, not this chunk: it waits for the server without using up a
                 # round (documents wait, they do not fail), back in its lane behind the breaker.
                 bound.info("chunk waits for the LLM", reason=exc.reason)
-                await hand_back(interactive if priority == INTERACTIVE else bulk, ev)
+                await hand_back(own_topic, ev)
                 return
             if ev.attempt + 1 < cfg.retry_rounds:
                 bound.info("chunk deferred", reason=exc.reason)

@@ -19,6 +19,7 @@ from api.hub import ProgressHub
 from api.routes import decks, documents, events, health
 from services.blobs import LocalBlobStore
 from services.credentials import load_or_create_token
+from services.http import KEEPALIVE_EXPIRY_S
 from services.publisher import EventPublisher, KafkaPublisher
 from services.settings import Settings, get_settings
 
@@ -49,7 +50,7 @@ def create_app(
         await publisher.start()
         try:
             await hub.start()
-            async with httpx.AsyncClient() as http:
+            async with httpx.AsyncClient(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)) as http:
                 app.state.http = http
                 app.state.deckstream = ApiState(
                     settings=settings,

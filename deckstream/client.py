@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from services.http import KEEPALIVE_EXPIRY_S
+
 
 @dataclass(frozen=True, slots=True)
 class SSEEvent:
@@ -25,6 +27,7 @@ class DeckstreamClient:
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout_s, read=None),
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),  # see services/http.py
         )
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import re
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -261,6 +262,59 @@ async def test_sharded_transport_spreads_requests_and_frees_a_pool_when_the_resp
     assert [r.json() for r in done[:3] if isinstance(r, httpx.Response)] == [{"ok": True}] * 3
     assert isinstance(done[3], httpx.ConnectError)
     assert transport.busy == [0, 0, 0]  # read responses and the failed request all gave back their pool
+
+
+async def test_an_idle_connection_is_dropped_before_the_server_closes_it() -> None:
+    """A server closes a connection left idle too long (uvicorn and llama.cpp: after 5 s). A
+    request sent on it as it closes never reaches the server and costs the chunk an attempt.
+    This server always wins that race: it drops a request on a connection idle for 0.5 s."""
+    from services.http import KEEPALIVE_EXPIRY_S, ShardedTransport
+
+    loop = asyncio.get_running_loop()
+    body = json.dumps({"choices": [{"text": "ok", "finish_reason": "stop"}]}).encode()
+    seen = {"connections": 0, "answered": 0, "dropped": 0}
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen["connections"] += 1
+        idle_since = None
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(re.search(rb"(?i)content-length: *(\d+)", head)[1])  # type: ignore[index]
+                await reader.readexactly(length)
+                if idle_since is not None and loop.time() - idle_since >= 0.5:
+                    seen["dropped"] += 1  # its keep-alive timer fired first
+                    return
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n")
+                writer.write(b"content-length: %d\r\n\r\n%s" % (len(body), body))
+                await writer.drain()
+                seen["answered"] += 1
+                idle_since = loop.time()
+        except asyncio.IncompleteReadError:
+            return  # the client closed the connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+    async def two_calls_with_a_pause(keepalive_expiry: float) -> str:
+        transport = ShardedTransport(connections=4, keepalive_expiry=keepalive_expiry)
+        async with httpx.AsyncClient(transport=transport, timeout=5.0) as http:
+            llm = OpenAICompatibleClient(http, url, "m")
+            assert (await llm.generate(Prompt(text="first"))).text == "ok"
+            await asyncio.sleep(0.6)  # the connection sits idle past the server's limit
+            try:
+                return (await llm.generate(Prompt(text="second"))).text
+            except RetryableError as exc:
+                return exc.reason
+
+    async with server:
+        assert "LLM unreachable" in await two_calls_with_a_pause(keepalive_expiry=5.0)  # httpx's default
+        assert seen == {"connections": 1, "answered": 1, "dropped": 1}
+        assert await two_calls_with_a_pause(keepalive_expiry=0.3) == "ok"
+        assert seen == {"connections": 3, "answered": 3, "dropped": 1}  # the second call: a new one
+    assert KEEPALIVE_EXPIRY_S < 5.0
 
 
 # ---------------------------------------------------------------- timeouts from the server's latency

@@ -49,6 +49,11 @@ class DocumentUploaded(Event):
     # Empty for an upload. Else a reconciliation (added in the second schema): the tracker found
     # the document stalled, and the splitter sends these chunks again and nothing else.
     replay_chunks: list[int] = []
+    # Zero for an upload. Else (added in the third schema) a worker stopped splitting it for a
+    # rebalance or a shutdown and handed it back: these many pages and chunks were sent already.
+    # The next splitter reads the file again (same pages, same chunks) and sends the rest.
+    pages_sent: int = 0
+    chunks_sent: int = 0
 
 
 class PageExtracted(Event):

@@ -29,6 +29,19 @@ def corpus_file(name: str) -> Path:
     return path
 
 
+def scanned_pdf(path: Path, source: Path, pages: range) -> Path:
+    """A scan of some of a PDF's pages: each page an image at 100 DPI, no text layer (OCR)."""
+    import pymupdf
+
+    src, out = pymupdf.open(source), pymupdf.open()
+    for i in pages:
+        image = src[i].get_pixmap(dpi=100, colorspace=pymupdf.csGRAY)
+        page = out.new_page(width=src[i].rect.width, height=src[i].rect.height)
+        page.insert_image(page.rect, stream=image.tobytes("png"))
+    out.save(path, deflate=True)
+    return path
+
+
 @pytest.fixture(scope="session")
 def test_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("deckstream-home")

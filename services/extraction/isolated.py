@@ -116,12 +116,13 @@ class _Child:
     def usable_for(self, limits: LimitSettings) -> bool:
         return self.limits == limits and self.proc.poll() is None
 
-    def start(self, path: Path, filename: str, tables: bool) -> None:
+    def start(self, path: Path, filename: str, tables: bool, ocr_cache: Path | None = None) -> None:
         """Give the child its one job; the deadline runs from now, not from when it started."""
         timeout = self.limits.extract_timeout_s
         self.deadline = time.monotonic() + timeout + _grace(timeout)
         argv = [str(path), "--filename", filename, "--limits", self.limits.model_dump_json()]
         argv += ["--deadline", repr(time.time() + timeout), *(["--tables"] if tables else [])]
+        argv += ["--ocr-cache", str(ocr_cache)] if ocr_cache is not None else []
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps(argv).encode() + b"\n")
@@ -194,10 +195,10 @@ class _Child:
 
 
 def extract_isolated(
-    path: Path, limits: LimitSettings, *, filename: str, tables: bool = False
+    path: Path, limits: LimitSettings, *, filename: str, tables: bool = False, ocr_cache: Path | None = None
 ) -> Iterator[Event]:
     """``extract`` in a resource-limited subprocess; same events, same refusals (module docstring)."""
-    yield from _run(_Child(limits), path, filename=filename, tables=tables)
+    yield from _run(_Child(limits), path, filename=filename, tables=tables, ocr_cache=ocr_cache)
 
 
 class Sandbox:
@@ -245,10 +246,17 @@ class Sandbox:
         return _Child(limits)
 
     def extract(
-        self, path: Path, *, filename: str, limits: LimitSettings | None = None, tables: bool = False
+        self,
+        path: Path,
+        *,
+        filename: str,
+        limits: LimitSettings | None = None,
+        tables: bool = False,
+        ocr_cache: Path | None = None,
     ) -> Iterator[Event]:
         try:
-            yield from _run(self._take(limits or self.limits), path, filename=filename, tables=tables)
+            child = self._take(limits or self.limits)
+            yield from _run(child, path, filename=filename, tables=tables, ocr_cache=ocr_cache)
         finally:
             self.prepare()
 
@@ -260,13 +268,15 @@ class Sandbox:
             spare.stop()
 
 
-def _run(child: _Child, path: Path, *, filename: str, tables: bool) -> Iterator[Event]:
+def _run(
+    child: _Child, path: Path, *, filename: str, tables: bool, ocr_cache: Path | None = None
+) -> Iterator[Event]:
     try:
         kind = sniff(path, filename=filename)  # bytes only; fills in DocumentOpened if the child dies early
     except BaseException:
         child.stop()
         raise
-    child.start(path, filename, tables)
+    child.start(path, filename, tables, ocr_cache)
     opened: DocumentOpened | None = None
     pages: list[Page] = []
     error: str | None = None

@@ -10,11 +10,16 @@
   text extraction; ``find_tables`` runs only when ``tables=True`` (it costs 10-100x per page).
 * Pages without text but with images are OCRed with Tesseract (MuPDF's built-in, language data
   from tessdata) when allowed and within the pixel budget; otherwise skipped with the reason.
+  OCR costs 1-2 s a page. Given an ``ocr_cache`` folder (one per file: the worker names it by
+  the upload's SHA-256), each page's OCR result is kept there and read back by the next
+  extraction of the same file: a scanned book handed to another worker mid-way, or replayed,
+  is OCRed once. The file name holds the page, DPI, language and ``OCR_CACHE_VERSION``.
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import math
 import os
 import re
@@ -35,6 +40,7 @@ from .cleanup import RepeatedEdgeFilter, join_hyphenated, normalize_text
 fitz: Any = pymupdf  # PyMuPDF's methods are untyped (*args, **kwargs); keep that in one place
 FLAGS = fitz.TEXT_PRESERVE_WHITESPACE | fitz.TEXT_MEDIABOX_CLIP  # no images, ligatures expanded
 OCR_DPI = 300
+OCR_CACHE_VERSION = "ocr1"  # change it when _ocr's output changes for the same page
 TESSDATA_GLOBS = ("/usr/share/tesseract-ocr/*/tessdata", "/usr/share/tessdata", "/usr/local/share/tessdata")
 _PAGE_OBJ = re.compile(rb"(\d+)\s+0\s+obj\s*<<\s*/Type\s*/Page(?![a-zA-Z])")
 _OBJ = re.compile(rb"(\d+)\s+\d+\s+obj\b")
@@ -190,12 +196,9 @@ def _table_blocks(page: Any, blocks: list[Block]) -> list[Block]:
     return sorted(kept, key=_reading_order)
 
 
-def _ocr(page: Any, limits: LimitSettings) -> tuple[list[Block], PageMethod, str | None]:
+def _ocr(page: Any, limits: LimitSettings, cache: Path | None) -> tuple[list[Block], PageMethod, str | None]:
     if not limits.ocr:
         return [], "skipped", "image-only page; OCR disabled"
-    tessdata = find_tessdata(limits.ocr_language)
-    if tessdata is None:
-        return [], "skipped", "image-only page; OCR unavailable"
     for image in page.get_images(full=True):
         if image[2] * image[3] > limits.max_image_pixels:
             return [], "skipped", f"image-only page; image too large to OCR ({image[2]}x{image[3]} pixels)"
@@ -203,12 +206,42 @@ def _ocr(page: Any, limits: LimitSettings) -> tuple[list[Block], PageMethod, str
     dpi = min(OCR_DPI, int(math.sqrt(limits.max_image_pixels / max(area, 1e-6))))
     if dpi < 72:
         return [], "skipped", "image-only page; page too large to OCR"
-    os.environ.setdefault("TESSDATA_PREFIX", tessdata)
-    textpage = page.get_textpage_ocr(language=limits.ocr_language, dpi=dpi, full=True, tessdata=tessdata)
-    blocks = _blocks(page, None, textpage)
+    name = f"{OCR_CACHE_VERSION}-{page.number + 1}-{dpi}-{limits.ocr_language}.json"
+    saved = cache / name if cache else None
+    blocks = _cached_ocr(saved)
+    if blocks is None:
+        tessdata = find_tessdata(limits.ocr_language)
+        if tessdata is None:
+            return [], "skipped", "image-only page; OCR unavailable"
+        os.environ.setdefault("TESSDATA_PREFIX", tessdata)
+        textpage = page.get_textpage_ocr(language=limits.ocr_language, dpi=dpi, full=True, tessdata=tessdata)
+        blocks = _blocks(page, None, textpage)
+        _save_ocr(saved, blocks)
     if not blocks:
         return [], "skipped", "image-only page; OCR found no text"
     return blocks, "ocr", None
+
+
+def _cached_ocr(saved: Path | None) -> list[Block] | None:
+    """A page's OCR blocks from an earlier extraction of the same file, or None."""
+    if saved is None:
+        return None
+    try:
+        return [Block(*b) for b in json.loads(saved.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, TypeError):  # not there yet, or cut short: OCR it again
+        return None
+
+
+def _save_ocr(saved: Path | None, blocks: list[Block]) -> None:
+    if saved is None:
+        return
+    try:
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        tmp = saved.with_name(f".{saved.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(blocks, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, saved)
+    except OSError:  # a cache: extraction goes on without it
+        pass
 
 
 def _label(index: int, rules: list[dict[str, Any]]) -> str:
@@ -234,7 +267,13 @@ class _Raw(NamedTuple):
 
 
 def _read_page(
-    doc: Any, index: int, labels: list[Any], limits: LimitSettings, fonts: FontLevels | None, tables: bool
+    doc: Any,
+    index: int,
+    labels: list[Any],
+    limits: LimitSettings,
+    fonts: FontLevels | None,
+    tables: bool,
+    ocr_cache: Path | None,
 ) -> _Raw:
     number = index + 1
     label = _label(index, labels) or str(number)
@@ -247,7 +286,7 @@ def _read_page(
         reason = None
         if not blocks:
             blocks, method, reason = (
-                _ocr(page, limits) if page.get_images(full=True) else ([], "skipped", "blank page")
+                _ocr(page, limits, ocr_cache) if page.get_images(full=True) else ([], "skipped", "blank page")
             )
         return _Raw(number, label, blocks, method, reason, page.rect.height or 1.0)
     except MemoryError:
@@ -257,9 +296,15 @@ def _read_page(
 
 
 def read_pdf(
-    path: Path, limits: LimitSettings, notes: list[str], *, tables: bool = False
+    path: Path,
+    limits: LimitSettings,
+    notes: list[str],
+    *,
+    tables: bool = False,
+    ocr_cache: Path | None = None,
 ) -> Generator[DocumentOpened | Page, None, None]:
-    """DocumentOpened, then one Page per PDF page in order (see the module docstring)."""
+    """DocumentOpened, then one Page per PDF page in order (see the module docstring).
+    ``ocr_cache``: a folder for this file's OCR results (see the module docstring)."""
     doc = open_pdf(path, limits, notes=notes)
     try:
         pages = doc.page_count
@@ -294,7 +339,7 @@ def read_pdf(
 
         try:
             for index in range(pages):
-                raw = _read_page(doc, index, labels, limits, fonts, tables)
+                raw = _read_page(doc, index, labels, limits, fonts, tables, ocr_cache)
                 boxes = [(b.y0, b.y1, b.lines) for b in raw.blocks]
                 yield from (finish(*decided) for decided in edges.push(raw, boxes, raw.height))
         except Exception:  # hand over the pages already read (the filter holds a few back), then fail

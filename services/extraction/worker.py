@@ -56,7 +56,13 @@ def _summary(pages: list[Page]) -> str:
 
 
 def run(
-    path: Path, limits: LimitSettings, *, filename: str, deadline: float, tables: bool = False
+    path: Path,
+    limits: LimitSettings,
+    *,
+    filename: str,
+    deadline: float,
+    tables: bool = False,
+    ocr_cache: Path | None = None,
 ) -> Iterator[Event]:
     """``extract`` with an explicit ``time.monotonic()`` deadline (the subprocess gets its parent's)."""
     kind = check_file(path, limits, filename=filename)  # read_pdf opens PDFs with check_upload's checks
@@ -65,7 +71,7 @@ def run(
     if kind == "pdf":  # parsers are imported on first use: a worker pays only for the one it needs
         from .pdf import read_pdf
 
-        source = read_pdf(path, limits, notes, tables=tables)
+        source = read_pdf(path, limits, notes, tables=tables, ocr_cache=ocr_cache)
     elif kind == "docx":
         from .docx import read_docx
 
@@ -126,11 +132,12 @@ def ledger_end(pages: list[Page], notes: list[str]) -> ExtractionEnded:
     return ExtractionEnded("ok", len(pages))
 
 
-def extract(path: Path, limits: LimitSettings, *, filename: str, tables: bool = False) -> Iterator[Event]:
+def extract(
+    path: Path, limits: LimitSettings, *, filename: str, tables: bool = False, ocr_cache: Path | None = None
+) -> Iterator[Event]:
     """In-process extraction; raises InputRejected subclasses for files refused as a whole."""
-    return run(
-        path, limits, filename=filename, deadline=time.monotonic() + limits.extract_timeout_s, tables=tables
-    )
+    deadline = time.monotonic() + limits.extract_timeout_s
+    return run(path, limits, filename=filename, deadline=deadline, tables=tables, ocr_cache=ocr_cache)
 
 
 def to_json(item: Event) -> str:
@@ -159,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limits", default="{}", help="LimitSettings as JSON")
     parser.add_argument("--deadline", type=float, default=None, help="wall-clock (epoch) deadline")
     parser.add_argument("--tables", action="store_true")
+    parser.add_argument("--ocr-cache", type=Path, default=None, help="a folder for this file's OCR results")
     args = parser.parse_args(argv)
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything C code prints goes to stderr, never into the protocol
@@ -172,7 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     timeout = limits.extract_timeout_s if args.deadline is None else args.deadline - time.time()
     try:
         for item in run(
-            args.path, limits, filename=args.filename, deadline=time.monotonic() + timeout, tables=args.tables
+            args.path,
+            limits,
+            filename=args.filename,
+            deadline=time.monotonic() + timeout,
+            tables=args.tables,
+            ocr_cache=args.ocr_cache,
         ):
             send(to_json(item))
     except InputRejected as e:

@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 import faust
 import structlog
 
+from services.blobs import SCHEME
 from services.chunking import Chunker
 from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
 from services.errors import InputRejected
 from services.events import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
 from services.events import ExtractionEnded as ExtractionEndedEvent
+from streams import transport
 from streams.resources import PipelineResources
 
 log = structlog.get_logger(__name__)
@@ -32,7 +35,7 @@ _END = object()
 
 async def iterate_in_thread(
     make: Callable[[], Iterator[T]], max_items: int = 64, max_wait_s: float = 0.02
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Drive a blocking iterator from a worker thread, several items per trip.
 
     Each trip takes the next item, then more until max_wait_s has passed or max_items are in
@@ -119,27 +122,39 @@ def register(
             target = interactive if replay else lane
             name = "interactive" if target is interactive else "bulk"
             for chunk in new:
-                if not replay or chunk.index in replay:
+                if chunk.index >= up.chunks_sent and (not replay or chunk.index in replay):
                     await target.send(key=up.document_id, value=_chunk_event(up, chunk, name))
                 n_chunks += 1
 
-        try:
-            path = res.blobs.path(up.blob_uri)
-            items = iterate_in_thread(lambda: res.sandbox.extract(path, filename=up.filename))
-            async for item in items:
-                if res.is_cancelled(up.document_id, up.generation):
-                    bound.info("extraction stopped: document cancelled")
-                    return
-                if isinstance(item, DocumentOpened):
-                    pages_total = item.pages_total
-                    if pages_total is not None:  # small documents take the interactive lane
-                        small = pages_total <= settings.chunks.interactive_max_pages
-                        lane = interactive if small else chunks
-                elif isinstance(item, Page):
-                    seen += 1
-                    if replay:
-                        await emit(chunker.add(item))
-                        continue
+        kept = False  # a hand-back that could not be sent: this worker splits the upload itself
+
+        async def hand_back() -> bool:
+            """A rebalance or a shutdown waits for the upload this agent holds, and a scanned book
+            takes minutes to read. Put it back at the end of its partition, marked with what was
+            sent, and see it stored before its offset counts as read. The next splitter (here or
+            on another worker) reads the file again, OCR from the cache, and sends the rest."""
+            nonlocal kept
+            sent = {"pages_sent": max(up.pages_sent, seen), "chunks_sent": max(up.chunks_sent, n_chunks)}
+            try:
+                await (await uploads.send(key=up.document_id, value=up.model_copy(update=sent)))
+            except Exception:
+                bound.exception("upload not handed back: it is split here")
+                kept = True
+                return False
+            bound.info("upload handed back", reason="the worker is rebalancing or stopping", **sent)
+            return True
+
+        async def split(item: object) -> bool:
+            """Send what one extraction event makes; True once the document is split."""
+            nonlocal pages_total, seen, lane
+            if isinstance(item, DocumentOpened):
+                pages_total = item.pages_total
+                if pages_total is not None:  # small documents take the interactive lane
+                    small = pages_total <= settings.chunks.interactive_max_pages
+                    lane = interactive if small else chunks
+            elif isinstance(item, Page):
+                seen += 1
+                if not replay and seen > up.pages_sent:
                     await pages.send(
                         key=up.document_id,
                         value=PageExtracted(
@@ -154,24 +169,42 @@ def register(
                             pages_total=pages_total,
                         ),
                     )
-                    await emit(chunker.add(item))
-                elif isinstance(item, ExtractionEnded):
-                    await emit(chunker.finish())
-                    if replay:
-                        bound.info("missing chunks sent again", chunks=sorted(replay))
+                await emit(chunker.add(item))
+            elif isinstance(item, ExtractionEnded):
+                await emit(chunker.finish())
+                if replay:
+                    bound.info("missing chunks sent again", chunks=sorted(replay))
+                    return True
+                await cards.send(
+                    key=up.document_id,
+                    value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=item.pages_total),
+                )
+                await pages.send(
+                    key=up.document_id,
+                    value=ExtractionEndedEvent(
+                        **up.ids(), status=item.status, pages_total=item.pages_total, reason=item.reason
+                    ),
+                )
+                bound.info("document split", pages=item.pages_total, chunks=n_chunks, status=item.status)
+                return True
+            return False
+
+        try:
+            path = res.blobs.path(up.blob_uri)
+            ocr_cache = res.blobs.path(f"{SCHEME}ocr/{up.sha256[:2]}/{up.sha256}")
+            stopped = transport.flow_stopped(app)
+            items = iterate_in_thread(
+                lambda: res.sandbox.extract(path, filename=up.filename, ocr_cache=ocr_cache)
+            )
+            async with aclosing(items):  # stops the extraction at once when we return early
+                async for item in items:
+                    if res.is_cancelled(up.document_id, up.generation):
+                        bound.info("extraction stopped: document cancelled")
                         return
-                    await cards.send(
-                        key=up.document_id,
-                        value=ChunksPlanned(**up.ids(), chunks_total=n_chunks, pages_total=item.pages_total),
-                    )
-                    await pages.send(
-                        key=up.document_id,
-                        value=ExtractionEndedEvent(
-                            **up.ids(), status=item.status, pages_total=item.pages_total, reason=item.reason
-                        ),
-                    )
-                    bound.info("document split", pages=item.pages_total, chunks=n_chunks, status=item.status)
-                    return
+                    if stopped is not None and stopped.done() and not kept and await hand_back():
+                        return
+                    if await split(item):
+                        return
             raise RuntimeError("extraction ended without a final status")
         except InputRejected as exc:
             reason = exc.reason

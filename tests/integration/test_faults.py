@@ -2,14 +2,15 @@
 
 Faults change at run time through the simulator's POST /admin/faults: an outage, 503s, garbage
 answers, answers slower than the client's timeout. Then a worker is SIGKILLed mid-document,
-partitions move twice mid-book, workers join and stop during an outage, and a small upload races
-a book. Each test asserts what a user sees: the document's final status, every
+partitions move twice mid-book, workers join and stop during an outage and while a scanned book
+is read, and a small upload races a book. Each test asserts what a user sees: the document's final status, every
 chunk accounted for, the failure reasons, the deck.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import shutil
 import signal
@@ -27,9 +28,13 @@ from aiokafka import AIOKafkaConsumer
 from deckstream.client import DeckstreamClient, SSEEvent
 from deckstream.stack import Stack, start_stack, start_worker_for
 from services import topics
-from services.events import ChunkFailed, decode
+from services.chunking import chunk_pages
+from services.domain import Page
+from services.events import ChunkCreated, ChunkFailed, PageExtracted, decode
+from services.extraction import extract
 from services.process import die_with_parent, free_port, terminate, wait_until
-from tests.conftest import corpus_file, stack_settings
+from services.settings import LimitSettings
+from tests.conftest import corpus_file, scanned_pdf, stack_settings
 
 pytestmark = pytest.mark.kafka
 
@@ -207,6 +212,28 @@ def dead_letters(bootstrap: str, doc: str, want: int, deadline_s: float = 30) ->
         finally:
             await consumer.stop()
         return found
+
+    return asyncio.run(read())
+
+
+def document_events(bootstrap: str, names: list[str], doc: str) -> list[Any]:
+    """Every event of `doc` on these topics, read without a group from the start to their end."""
+
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            *names, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        await consumer.start()
+        try:
+            assert consumer.assignment(), "without a group, start() assigns every partition"
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            found: list[Any] = []
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    found += [ev for ev in map(decode, (r.value for r in records)) if ev.document_id == doc]
+            return found
+        finally:
+            await consumer.stop()
 
     return asyncio.run(read())
 
@@ -463,6 +490,63 @@ def test_workers_join_and_stop_during_an_llm_outage_without_waiting_for_it(
         final = follow(client, d, deadline_s=150)[-1].data
         assert final["status"] == "completed", final
         assert final["chunks_failed"] == 0 and final["chunks_done"] == final["chunks_total"] > 0, final
+
+
+def test_workers_join_and_stop_while_a_scanned_book_is_read_without_waiting_for_it(
+    client: DeckstreamClient, stack: Stack, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """OCR takes 1-2 s a page, so a scanned book takes minutes to read, and a rebalance or a
+    shutdown waits for the upload a worker is splitting. The splitter hands it back, marked with
+    the pages and chunks it sent; the next one reads the file again, OCR from the cache, and
+    sends the rest. Every page and every chunk is sent once, the same as in one reading."""
+    book = corpus_file("whitehead_introduction-to-mathematics_pg41568.pdf")
+    scan = scanned_pdf(tmp_path / "scanned-whitehead.pdf", book, range(20, 44))  # ~40 s of OCR
+    doc = upload(client, scan)
+    wait_until(lambda: client.status(doc)["pages_done"] > 0, 120, interval=0.2, what="a first page")
+    first = running_worker(stack)
+
+    second = start_worker_for(stack)  # ready once the group has rebalanced
+    joined = client.status(doc)
+    note = tmp_path / "cells.txt"
+    note.write_text(CELLS + "\n")
+    later = upload(client, note)
+    wait_until(lambda: client.status(later)["chunks_total"] > 0, 10, what="a new upload to be read")
+    terminate(first, timeout_s=10.0)
+    stopped = client.status(doc)
+    stack.children.remove(first)
+
+    assert joined["pages_done"] < 24, f"the rebalance waited for the book to be read: {joined}"
+    assert first.returncode == 0, f"the worker had to be killed ({first.returncode})"
+    assert stopped["pages_done"] < 24, f"the worker stopped only once the book was read: {stopped}"
+    assert running_worker(stack) is second
+    final = follow(client, doc, deadline_s=180)[-1].data
+    assert final["status"] == "completed", final
+    assert final["pages_total"] == final["pages_done"] == 24 and final["chunks_failed"] == 0, final
+
+    pages = client.http.get(f"/v1/documents/{doc}/pages").json()["pages"]
+    assert [(p["number"], p["method"]) for p in pages] == [(n, "ocr") for n in range(1, 25)]
+    # Read in one go from the same OCR results, the scan makes these chunks: each was sent once.
+    sha = hashlib.sha256(scan.read_bytes()).hexdigest()
+    ocr = stack.settings.blob_dir / "ocr" / sha[:2] / sha
+    assert len(list(ocr.glob("*.json"))) == 24
+    read = [
+        e for e in extract(scan, LimitSettings(), filename=scan.name, ocr_cache=ocr) if isinstance(e, Page)
+    ]
+    expected = chunk_pages(read, stack.settings.chunks.max_tokens, stack.settings.chunks.overlap_tokens)
+    lanes = [topics.CHUNKS.name, topics.CHUNKS_INTERACTIVE.name]
+    sent: dict[int, set[str]] = {}
+    for ev in document_events(kafka_bootstrap, lanes, doc):
+        if isinstance(ev, ChunkCreated):  # a chunk handed back by the generator keeps its event id
+            assert ev.content_hash == expected[ev.chunk_index].content_hash, ev.chunk_index
+            sent.setdefault(ev.chunk_index, set()).add(ev.event_id)
+    assert sorted(sent) == list(range(len(expected))) == list(range(final["chunks_total"]))
+    assert all(len(ids) == 1 for ids in sent.values()), "a chunk was split and sent twice"
+    read_pages = [
+        ev.number
+        for ev in document_events(kafka_bootstrap, [topics.PAGES.name], doc)
+        if isinstance(ev, PageExtracted)
+    ]
+    assert sorted(read_pages) == list(range(1, 25)), "a page was sent twice"
 
 
 def test_a_small_upload_finishes_before_a_book_that_was_uploaded_first(

@@ -26,6 +26,7 @@ from services.extraction import Sandbox, check_upload, extract, extract_isolated
 from services.extraction import pdf as pdf_reader
 from services.process import pid_alive, wait_until
 from services.settings import LimitSettings
+from tests.conftest import corpus_file, scanned_pdf
 
 BOMB = CORPUS / "pdfjs_bomb_giant.pdf"
 
@@ -160,6 +161,31 @@ def test_missing_ocr_data_skips_scanned_pages_without_crashing(
     assert _end(events) == ExtractionEnded(
         "failed", 1, "no text could be read (image-only page; OCR unavailable)"
     )
+
+
+def test_ocr_results_are_kept_per_file_and_read_by_the_next_extraction(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A scanned book read again (handed to another worker mid-way, or replayed) is not OCRed again."""
+    book = corpus_file("whitehead_introduction-to-mathematics_pg41568.pdf")
+    path = scanned_pdf(tmp_path / "scan.pdf", book, range(20, 22))
+    cache = tmp_path / "ocr"
+    first = list(extract(path, LimitSettings(), filename="scan.pdf", ocr_cache=cache))
+    pages = [e for e in first if isinstance(e, Page)]
+    assert [p.method for p in pages] == ["ocr", "ocr"] and all(len(p.text) > 500 for p in pages)
+    assert len(list(cache.glob("*.json"))) == 2
+    assert list(extract_isolated(path, LimitSettings(), filename="scan.pdf", ocr_cache=cache)) == first
+
+    monkeypatch.setattr(pdf_reader, "find_tessdata", lambda language: None)  # no OCR from here on
+    assert list(extract(path, LimitSettings(), filename="scan.pdf", ocr_cache=cache)) == first
+    coarser = LimitSettings(max_image_pixels=1_200_000)  # OCR at 202 DPI, not 300: not in the cache
+    pages = [e for e in extract(path, coarser, filename="scan.pdf", ocr_cache=cache) if isinstance(e, Page)]
+    assert [p.reason for p in pages] == ["image-only page; OCR unavailable"] * 2
+    sorted(cache.glob("*.json"))[0].write_text('[[72.0, 90.5, 36.0, ["cut sho')  # a write cut short
+    pages = [
+        e for e in extract(path, LimitSettings(), filename="scan.pdf", ocr_cache=cache) if isinstance(e, Page)
+    ]
+    assert [p.method for p in pages] == ["skipped", "ocr"]  # to be OCRed again: not an error
 
 
 @pytest.mark.skipif(not BOMB.exists(), reason="no corpus")

@@ -166,6 +166,8 @@ def test_faust_codec_round_trips_events_and_refuses_other_values() -> None:
     [
         ("ChunkCreated", "lane", "bulk"),
         ("DocumentUploaded", "replay_chunks", []),
+        ("DocumentUploaded", "pages_sent", 0),
+        ("DocumentUploaded", "chunks_sent", 0),
         ("DocumentProgress", "waiting", None),
     ],
 )

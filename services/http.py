@@ -11,8 +11,8 @@ small pools and sends each request to the least busy one, so each pool's walk st
 Idle connections are dropped after `KEEPALIVE_EXPIRY_S`, well before the servers do: uvicorn
 (vLLM, our simulator and API) and llama.cpp's server close a connection idle for 5 s, httpx's
 own default. With equal limits a request can go out on a connection the server is closing at
-that moment: it never reaches the server and fails with a ReadError, which cost a chunk one
-of its attempts (a fault test counted 11 calls for 12 attempts).
+that moment: it never reaches the server and fails with a ReadError, which costs a chunk one
+of its attempts (the likely cause of a CI run where a fault test counted 11 calls for 12).
 """
 
 from __future__ import annotations

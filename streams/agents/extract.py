@@ -6,6 +6,10 @@ so the first chunk reaches the LLM while the rest of a long book is still being 
 Redelivery repeats the same pages and chunks with the same ids: downstream consumers are
 idempotent. Pages and chunks are split by one agent because chunks span pages and a chunker's
 carry-over would otherwise need a changelogged table.
+
+A rebalance or a shutdown waits for the upload being split, so between pages the splitter hands
+it back (marked with the pages and chunks sent) once the consumer's flow stops; the next one
+reads the file again, OCR from the blob store's cache, and sends only the rest.
 """
 
 from __future__ import annotations

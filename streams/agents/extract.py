@@ -205,7 +205,8 @@ def register(
                     if res.is_cancelled(up.document_id, up.generation):
                         bound.info("extraction stopped: document cancelled")
                         return
-                    if stopped is not None and stopped.done() and not kept and await hand_back():
+                    last = isinstance(item, ExtractionEnded)  # finishing costs less than a hand-back
+                    if stopped is not None and stopped.done() and not last and not kept and await hand_back():
                         return
                     if await split(item):
                         return

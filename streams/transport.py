@@ -274,6 +274,12 @@ def flow_stopped(app: Any) -> asyncio.Future[None] | None:
     return consumer.flow_stopped if isinstance(consumer, _Consumer) else None
 
 
+async def hand_back(topic: Any, event: Any) -> None:
+    """Put an event not yet worked on at the end of its topic's partition (keyed by its
+    document), and see it stored before the record it replaces can be committed as read."""
+    await (await topic.send(key=event.document_id, value=event))
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
 

@@ -130,20 +130,16 @@ def register(
                     await target.send(key=up.document_id, value=_chunk_event(up, chunk, name))
                 n_chunks += 1
 
-        kept = False  # a hand-back that could not be sent: this worker splits the upload itself
-
         async def hand_back() -> bool:
             """A rebalance or a shutdown waits for the upload this agent holds, and a scanned book
             takes minutes to read. Put it back at the end of its partition, marked with what was
             sent, and see it stored before its offset counts as read. The next splitter (here or
             on another worker) reads the file again, OCR from the cache, and sends the rest."""
-            nonlocal kept
             sent = {"pages_sent": max(up.pages_sent, seen), "chunks_sent": max(up.chunks_sent, n_chunks)}
             try:
-                await (await uploads.send(key=up.document_id, value=up.model_copy(update=sent)))
+                await transport.hand_back(uploads, up.model_copy(update=sent))
             except Exception:
                 bound.exception("upload not handed back: it is split here")
-                kept = True
                 return False
             bound.info("upload handed back", reason="the worker is rebalancing or stopping", **sent)
             return True
@@ -206,8 +202,10 @@ def register(
                         bound.info("extraction stopped: document cancelled")
                         return
                     last = isinstance(item, ExtractionEnded)  # finishing costs less than a hand-back
-                    if stopped is not None and stopped.done() and not last and not kept and await hand_back():
-                        return
+                    if stopped is not None and stopped.done() and not last:
+                        if await hand_back():
+                            return
+                        stopped = None  # it could not be sent: this worker splits the upload itself
                     if await split(item):
                         return
             raise RuntimeError("extraction ended without a final status")

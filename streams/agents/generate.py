@@ -69,14 +69,9 @@ def register(
                     stopped = asyncio.get_running_loop().create_future()
                 await asyncio.wait((stopped,), timeout=delay)
                 if stopped.done():  # a rebalance or shutdown: whoever owns it next waits the rest
-                    await hand_back(retry, ev)
+                    await transport.hand_back(retry, ev)
                     continue
             await (interactive if ev.lane == "interactive" else bulk).send(key=ev.document_id, value=ev)
-
-    async def hand_back(topic: Any, ev: ChunkCreated) -> None:
-        """Put an event not yet worked on back at the end of its topic's partition (same key),
-        and see it stored before its offset can be committed as read."""
-        await (await topic.send(key=ev.document_id, value=ev))
 
     async def generate_one(ev: ChunkCreated, priority: int, own_topic: Any) -> None:
         if res.is_settled(ev.document_id, ev.generation, ev.attempt):
@@ -146,7 +141,7 @@ def register(
         if not admitted:
             if not res.is_cancelled(ev.document_id, ev.generation):
                 bound.info("chunk handed back", reason="the worker is rebalancing or stopping")
-                await hand_back(own_topic, ev)
+                await transport.hand_back(own_topic, ev)
             return
         try:
             try:
@@ -182,7 +177,7 @@ def register(
                 # The LLM is down, not this chunk: it waits for the server without using up a
                 # round (documents wait, they do not fail), back in its lane behind the breaker.
                 bound.info("chunk waits for the LLM", reason=exc.reason)
-                await hand_back(own_topic, ev)
+                await transport.hand_back(own_topic, ev)
                 return
             if ev.attempt + 1 < cfg.retry_rounds:
                 bound.info("chunk deferred", reason=exc.reason)

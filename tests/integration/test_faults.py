@@ -188,32 +188,13 @@ def assert_accounted(final: dict[str, Any]) -> None:
 
 
 def dead_letters(bootstrap: str, doc: str, want: int, deadline_s: float = 30) -> list[ChunkFailed]:
-    """ChunkFailed records of `doc` on chunks.dlq, read from the start without a group."""
+    """ChunkFailed records of `doc` on chunks.dlq, once `want` of them are there."""
 
-    async def read() -> list[ChunkFailed]:
-        consumer = AIOKafkaConsumer(
-            topics.DLQ.name,
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        await consumer.start()
-        found: list[ChunkFailed] = []
-        deadline = time.monotonic() + deadline_s
-        try:
-            while len(found) < want and time.monotonic() < deadline:
-                batches = await consumer.getmany(timeout_ms=500)
-                for records in batches.values():
-                    for record in records:
-                        event = decode(record.value)
-                        if isinstance(event, ChunkFailed) and event.document_id == doc:
-                            found.append(event)
-        finally:
-            await consumer.stop()
-        return found
+    def found() -> list[ChunkFailed] | None:
+        dlq = [e for e in document_events(bootstrap, [topics.DLQ.name], doc) if isinstance(e, ChunkFailed)]
+        return dlq if len(dlq) >= want else None
 
-    return asyncio.run(read())
+    return wait_until(found, deadline_s, interval=0.2, what=f"{want} dead letter(s) of {doc}")
 
 
 def document_events(bootstrap: str, names: list[str], doc: str) -> list[Any]:

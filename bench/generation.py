@@ -6,7 +6,9 @@ from upload to `done` against the ideal the simulator's capacity allows for the 
 chunks (target ratio ≤ 1.15), time to first card (target < 3 s), chunks, cards and cards per
 1000 words of extracted text. Beside it, in the same run, `direct`: the book's prompts sent
 straight to the same simulator with nothing else in between, which is the best this machine's
-HTTP client and simulator manage. The second upload of the same file is served by the result
+HTTP client and simulator manage. `cpu`: the core-seconds each process and the whole machine
+spent on the run and on `direct`, and the least wall time (and ratio) that much CPU allows on
+this machine's cores (bench/cpu.py). The second upload of the same file is served by the result
 cache: its wall time, and the LLM calls it made (target ~0).
 
 GPU model (`gpu_model`): the same book against the simulator shaped like vLLM serving an 8B
@@ -28,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 import time
@@ -36,6 +39,7 @@ from typing import Any
 
 import httpx
 
+from bench.cpu import cpu_meter
 from bench.harness import BOOK, deck_size, llm_stack, run_document, sim_stack, start_sim
 from bench.pipeline import SIM
 from services.card_cache import cards_for_chunk
@@ -184,9 +188,11 @@ def main() -> None:
     with sim_stack(SIM) as run:
         # The same prompts straight to the same simulator, 64 at a time, with no pipeline: the
         # best this machine's client and simulator manage, beside the capacity model's ideal.
-        direct = asyncio.run(saturate(run.llm_url, "deckstream-sim", "chat", SIM.capacity, chunks))
+        with cpu_meter({"bench_client": os.getpid(), "simulator": run.pids["simulator"]}) as direct_cpu:
+            direct = asyncio.run(saturate(run.llm_url, "deckstream-sim", "chat", SIM.capacity, chunks))
         before = run.sim_stats()
-        first = run_document(run.client, BOOK)
+        with cpu_meter(run.pids | {"bench_client": os.getpid()}) as run_cpu:
+            first = run_document(run.client, BOOK)
         between = run.sim_stats()
         first["deck_cards"] = deck_size(run.client, first["document_id"])
         second = run_document(run.client, BOOK)  # the same chunks: served by the result cache
@@ -215,6 +221,13 @@ def main() -> None:
             "what": "the book's prompts sent straight to the simulator, 64 in flight, no pipeline",
         },
         "ratio_to_direct": round(first["wall_s"] / direct["wall_s"], 2),
+        # The CPU each run cost this machine, and the least wall time that much CPU allows on
+        # its cores; beside it, the CPU the ratio target leaves for everything (1.15 × ideal).
+        "cpu": {
+            "run": run_cpu.figures(ideal),
+            "direct": direct_cpu.figures(ideal),
+            "target_budget_core_s": round(1.15 * ideal * run_cpu.cores, 2),
+        },
         "time_to_first_card_s": round(first_card, 3) if first_card is not None else None,
         "time_to_first_card_target_s": 3.0,
         "first_card_to_done_s": round(first["wall_s"] - first_card, 3) if first_card is not None else None,

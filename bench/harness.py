@@ -41,6 +41,7 @@ class BenchStack:
     client: DeckstreamClient
     llm_url: str
     stack: Stack
+    pids: dict[str, int]  # the processes a run costs CPU in: broker, worker, api (simulator)
 
     @property
     def settings(self) -> Settings:
@@ -89,6 +90,7 @@ def sim_stack(cfg: SimConfig) -> Iterator[BenchStack]:
     sim, sim_url = start_sim(cfg)
     try:
         with llm_stack(sim_url, "deckstream-sim", cfg.capacity, profile="chat") as run:
+            run.pids["simulator"] = sim.pid
             yield run
     finally:
         terminate(sim)
@@ -113,7 +115,7 @@ def llm_stack(url: str, model: str, capacity: int, profile: str = "auto") -> Ite
         stack = start_stack(settings, api=True)
         assert stack.api_url is not None
         with DeckstreamClient(stack.api_url, TOKEN, timeout_s=60) as client:
-            run = BenchStack(client, url, stack)
+            run = BenchStack(client, url, stack, {"broker": broker.pid} | stack.pids)
             run_document(client, SMALL)  # warm-up: group joins, first connections
             # ...whose cards must not serve the measured runs (`--file` may be that document).
             shutil.rmtree(settings.blob_dir / "cache", ignore_errors=True)

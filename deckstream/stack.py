@@ -49,6 +49,7 @@ class Stack:
     broker: Broker | None = None
     llm: Any = None  # services.llm_server.RunningServer
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)  # by name ("worker", "worker-2", "api")
     api_url: str | None = None
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
@@ -64,6 +65,8 @@ class Stack:
         )
         log.close()
         self.children.append(proc)
+        taken = sum(1 for known in self.pids if known == name or known.startswith(f"{name}-"))
+        self.pids[f"{name}-{taken + 1}" if taken else name] = proc.pid
         return proc
 
     def stop(self) -> None:

@@ -33,6 +33,7 @@ SUPPORTED = 0.8  # share of key terms found in the chunk at which a card counts 
 UNSUPPORTED = 0.5  # below this share the card is dropped
 MIN_FRONT_CHARS = 10
 MAX_BACK_WORDS = 30
+MIN_TRIMMED_WORDS = 6  # a long answer cut at a sentence end keeps at least this many words
 NOT_SUPPORTED = "not supported by the text"
 
 _STOPWORDS = """a about above after again against all also am an and any are as at be because been before
@@ -83,9 +84,24 @@ def normalise(text: str) -> str:
     return " ".join(_WORD.findall(text.lower()))
 
 
+def _ends_sentence(word: str, following: str) -> bool:
+    """Whether a sentence ends at word: "objectives." before "These", not "e.g." or "Fig."."""
+    stem = word.rstrip("\"')]")
+    if stem[-1:] not in (".", "!", "?") or not following[:1].isupper():
+        return False
+    return stem[-1] != "." or ("." not in stem[:-1] and len(stem) > 4)
+
+
 def _trim(back: str) -> str:
+    """A long answer cut to MAX_BACK_WORDS words: at the last sentence that ends within them
+    when that leaves a real answer, otherwise mid-sentence with an ellipsis."""
     words = back.split()
-    return back if len(words) <= MAX_BACK_WORDS else " ".join(words[:MAX_BACK_WORDS]) + "…"
+    if len(words) <= MAX_BACK_WORDS:
+        return back
+    for n in range(MAX_BACK_WORDS, MIN_TRIMMED_WORDS - 1, -1):
+        if _ends_sentence(words[n - 1], words[n]):
+            return " ".join(words[:n])
+    return " ".join(words[:MAX_BACK_WORDS]) + "…"
 
 
 def _check(raw: RawCard, card_types: Sequence[str]) -> tuple[RawCard | None, str]:

@@ -9,7 +9,9 @@ straight to the same simulator with nothing else in between, which is the best t
 HTTP client and simulator manage. `cpu`: the core-seconds each process and the whole machine
 spent on the run, on `direct` and on the cached run, and the least wall time (and ratio) that
 much CPU allows on this machine's cores (bench/cpu.py). The second upload of the same file is
-served by the result cache: its wall time, and the LLM calls it made (target ~0).
+served by the result cache: its wall time, and the LLM calls it made (target ~0). Then
+`slower_calls`: the book again at 100, 200 and 500 ms per call (same capacity, empty cache),
+each against its own ideal: the call latency from which one worker here keeps 64 slots busy.
 
 GPU model (`gpu_model`): the same book against the simulator shaped like vLLM serving an 8B
 model on one H100 at 64 in flight (about 20 tokens/s per request, 1,300 tokens/s in all, and
@@ -29,9 +31,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,7 +44,7 @@ from typing import Any
 import httpx
 
 from bench.cpu import cpu_meter
-from bench.harness import BOOK, deck_size, llm_stack, run_document, sim_stack, start_sim
+from bench.harness import BOOK, BenchStack, deck_size, llm_stack, run_document, sim_stack, start_sim
 from bench.pipeline import SIM
 from services.card_cache import cards_for_chunk
 from services.chunking import chunk_pages
@@ -54,6 +58,7 @@ from services.prompting import render_prompt
 from services.settings import LLMSettings, Settings
 
 GPU_MODEL = SimConfig(capacity=64, latency_s=0.3, tokens_per_s=20.0)
+SWEEP_LATENCIES_S = (0.1, 0.2, 0.5)  # per call, after the issue's 50 ms
 
 
 def pages_of(path: Path, settings: Settings) -> list[Page]:
@@ -154,6 +159,35 @@ def server_comparison(
     return out
 
 
+def latency_sweep(run: BenchStack, latencies: tuple[float, ...]) -> list[dict[str, Any]]:
+    """The book again with each per-call latency (set through the simulator's /admin/faults)
+    and an empty result cache: where one worker on this machine keeps the 64 slots busy."""
+    out = []
+    try:
+        for latency in latencies:
+            set_latency(run.llm_url, latency)
+            shutil.rmtree(run.settings.blob_dir / "cache", ignore_errors=True)
+            book = run_document(run.client, BOOK)
+            ideal = ideal_time(book["chunks"], dataclasses.replace(SIM, latency_s=latency))
+            out.append(
+                {
+                    "latency_s": latency,
+                    "wall_s": round(book["wall_s"], 3),
+                    "ideal_s": round(ideal, 3),
+                    "ratio": round(book["wall_s"] / ideal, 2),
+                    "chunks_per_s": round(book["chunks"] / book["wall_s"], 1),
+                    "status": book["status"],
+                }
+            )
+    finally:
+        set_latency(run.llm_url, SIM.latency_s)
+    return out
+
+
+def set_latency(url: str, latency: float) -> None:
+    httpx.post(f"{url}/admin/faults", json={"latency_s": latency}, timeout=5).raise_for_status()
+
+
 def gpu_model(chunks: list[Chunk]) -> dict[str, Any]:
     proc, url = start_sim(GPU_MODEL)
     try:
@@ -198,6 +232,7 @@ def main() -> None:
         with cpu_meter(run.pids | {"bench_client": os.getpid()}) as cached_cpu:
             second = run_document(run.client, BOOK)  # the same chunks: served by the result cache
         after = run.sim_stats()
+        slower = latency_sweep(run, SWEEP_LATENCIES_S)
     first_calls = between["requests"] - before["requests"]
     second_calls = after["requests"] - between["requests"]
     max_concurrent = between["max_concurrent"]
@@ -247,6 +282,7 @@ def main() -> None:
             "cards": second["cards"],
             "status": second["status"],
         },
+        "slower_calls": slower,
         "gpu_model": gpu_model(chunks),
     }
     sys.stdout.write(json.dumps(result) + "\n")

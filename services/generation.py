@@ -87,7 +87,7 @@ def normalise(text: str) -> str:
 def _ends_sentence(word: str, following: str) -> bool:
     """Whether a sentence ends at word: "objectives." before "These", not "e.g." or "Fig."."""
     stem = word.rstrip("\"')]")
-    if stem[-1:] not in (".", "!", "?") or not following[:1].isupper():
+    if stem[-1:] not in (".", "!", "?") or not following.lstrip("\"'([")[:1].isupper():
         return False
     return stem[-1] != "." or ("." not in stem[:-1] and len(stem) > 4)
 

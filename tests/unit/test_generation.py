@@ -182,14 +182,17 @@ async def test_long_answers_are_cut_at_a_sentence_end_when_one_is_near() -> None
     first = "Lists hold items in order and can change after they are made."
     rest = "Tuples, e.g. Pairs, cannot change. " + " ".join(["A tuple holds items"] * 8)
     short = "Lists change. " + " ".join(["A list holds items, e.g. Numbers"] * 8)
+    quoted = "Lists are mutable: items change in place. " + '"Tuples" ' + " ".join(["Are like lists"] * 10)
     answer = cards_json(
         ("What does a Python list hold?", f"{first} {rest}"),
         ("Can a Python list change?", short),
+        ("Are Python lists mutable?", quoted),
     )
     backs = [c.back for c in (await run(FakeLLM(answer))).cards]
     # The last sentence that ends within 30 words; not after "e.g.", nor leaving two words.
     assert backs[0] == f"{first} Tuples, e.g. Pairs, cannot change."
     assert backs[1].endswith("…") and len(backs[1].split()) == 30
+    assert backs[2] == "Lists are mutable: items change in place."  # the next one opens with a quote
 
 
 async def test_a_card_the_text_does_not_support_is_dropped() -> None:

@@ -19,17 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.process import proc_stat
+
 _TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def process_cpu_s(pid: int) -> float | None:
     """User + system seconds of pid and its reaped children; None when it is gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rpartition(")")[2].split()  # the command name may contain spaces
-    return sum(int(v) for v in fields[11:15]) / _TICK  # utime stime cutime cstime
+    fields = proc_stat(pid)
+    return None if fields is None else sum(int(v) for v in fields[11:15]) / _TICK  # utime..cstime
 
 
 def machine_busy_s() -> float | None:

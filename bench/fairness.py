@@ -10,7 +10,6 @@ second small upload so that it calls the LLM like the first one. Last line: one 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 
@@ -34,7 +33,7 @@ def main() -> None:
         r.raise_for_status()
         book = r.json()["document_id"]
         time.sleep(HEAD_START_S)  # let the book fill the LLM's slots
-        shutil.rmtree(run.settings.blob_dir / "cache", ignore_errors=True)  # no cache hits
+        run.forget_cards()  # no cache hits
         before = run.sim_stats()["requests"]
         contended = run_document(client, TEN_PAGES)
         calls = run.sim_stats()["requests"] - before

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -169,7 +168,7 @@ def latency_sweep(run: BenchStack, latencies: tuple[float, ...]) -> list[dict[st
     try:
         for latency in latencies:
             set_latency(run.llm_url, latency)
-            shutil.rmtree(run.settings.blob_dir / "cache", ignore_errors=True)
+            run.forget_cards()
             book = run_document(run.client, BOOK)
             ideal = ideal_time(book["chunks"], dataclasses.replace(SIM, latency_s=latency))
             out.append(
@@ -225,14 +224,15 @@ def main() -> None:
     with sim_stack(SIM) as run:
         # The same prompts straight to the same simulator, 64 at a time, with no pipeline: the
         # best this machine's client and simulator manage, beside the capacity model's ideal.
-        with cpu_meter({"bench_client": os.getpid(), "simulator": run.pids["simulator"]}) as direct_cpu:
+        client = {"bench_client": os.getpid()}  # this process: `direct`'s requests, the SSE reader
+        with cpu_meter(client | {"simulator": run.pids["simulator"]}) as direct_cpu:
             direct = asyncio.run(saturate(run.llm_url, "deckstream-sim", "chat", SIM.capacity, chunks))
         before = run.sim_stats()
-        with cpu_meter(run.pids | {"bench_client": os.getpid()}) as run_cpu:
+        with cpu_meter(run.pids | client) as run_cpu:
             first = run_document(run.client, BOOK)
         between = run.sim_stats()
         first["deck_cards"] = deck_size(run.client, first["document_id"])
-        with cpu_meter(run.pids | {"bench_client": os.getpid()}) as cached_cpu:
+        with cpu_meter(run.pids | client) as cached_cpu:
             second = run_document(run.client, BOOK)  # the same chunks: served by the result cache
         after = run.sim_stats()
         slower = latency_sweep(run, SWEEP_LATENCIES_S)

@@ -47,6 +47,10 @@ class BenchStack:
     def settings(self) -> Settings:
         return self.stack.settings
 
+    def forget_cards(self) -> None:
+        """Empty the result cache, so the next run pays for its LLM calls."""
+        shutil.rmtree(self.settings.blob_dir / "cache", ignore_errors=True)
+
     def sim_stats(self) -> dict[str, int]:
         return httpx.get(f"{self.llm_url}/stats", timeout=5).json()  # type: ignore[no-any-return]
 
@@ -117,8 +121,7 @@ def llm_stack(url: str, model: str, capacity: int, profile: str = "auto") -> Ite
         with DeckstreamClient(stack.api_url, TOKEN, timeout_s=60) as client:
             run = BenchStack(client, url, stack, {"broker": broker.pid} | stack.pids)
             run_document(client, SMALL)  # warm-up: group joins, first connections
-            # ...whose cards must not serve the measured runs (`--file` may be that document).
-            shutil.rmtree(settings.blob_dir / "cache", ignore_errors=True)
+            run.forget_cards()  # ...whose cards must not serve the measured runs (`--file` may be SMALL)
             yield run
     finally:
         if stack is not None:

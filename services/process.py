@@ -53,12 +53,20 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    fields = proc_stat(pid)
+    if fields is None:
+        return True  # no procfs: trust kill(0)
+    return fields[:1] != ["Z"]
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (the state letter first, so
+    utime is [11]); None when there is no such file."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True  # no procfs: trust kill(0)
-    # The state letter follows the command name, which is in parentheses and may contain spaces.
-    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+        return None
+    return stat.rpartition(")")[2].split()  # the command name is in parentheses, spaces and all
 
 
 def port_open(host: str, port: int, timeout_s: float = 0.5) -> bool:

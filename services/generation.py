@@ -10,6 +10,12 @@ Grounding is lexical: a card's key terms (content words of its answer, or of its
 deletions) must appear in the chunk. Below ``UNSUPPORTED`` of them found, the card is dropped;
 below ``SUPPORTED`` it is kept with ``needs_review``. The cited page is the chunk segment with
 most key-term hits, so every citation lies within the chunk's span.
+
+Flashcards are read months later without the text, so a basic card's answer is the answer
+alone: "The type of '17' is <class 'str'>." asked "What is the type of '17'?" keeps
+"<class 'str'>.", and an answer with nothing the question does not already say is dropped. A
+question that leans on the text ("What is the main argument presented in the text?") is kept
+with ``needs_review``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,28 @@ _STOPWORDS = """a about above after again against all also am an and any are as 
 STOPWORDS = frozenset(_STOPWORDS.split())
 _WORD = re.compile(r"[^\W_]+")
 _CLOZE = re.compile(r"\{\{c\d+::(.*?)(?:::[^}]*)?\}\}")
+_COPULA = re.compile(r"\s(?:is|are|was|were|means|refers to)\s", re.IGNORECASE)
+_CHOICE = re.compile(r"\bor\b", re.IGNORECASE)
+_WHAT_IS = re.compile(r"\s*(?:what|who|which)\s+(?:is|are|was|were)\b", re.IGNORECASE)
+# What may open an answer on its own: a noun phrase, "to …", a name, a number, a symbol. Not
+# "represented by \n, while …" (a passive or a comparison cut in two) nor "often used as …".
+_ANSWER_START = re.compile(r"(?:a|an|the|to|one|its|their|his|her)\b|[^a-z]")
+_YES_NO = re.compile(
+    r"\s*(?:is|are|was|were|am|can|could|do|does|did|will|would|has|have|had|should|must|may|might)\b",
+    re.IGNORECASE,
+)
+# "… presented in the text?", "What does the author argue?", "the code snippet provided": the
+# question only makes sense beside its source.
+_SOURCE = r"(?:text|passage|excerpt|extract|snippet|article|author)"
+_LEANS_ON_SOURCE = re.compile(
+    rf"\b(?:the|this|that|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
+    r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"
+    rf"|\b(?:in|from|according to)\s+(?:the|this)\s+{_SOURCE}\b"
+    r"(?!\s+(?:box|file|field|editor|string|mode|area))"
+    r"|\b(?:code|example|snippet|passage|excerpt|program)\s+(?:provided|given|shown|above|below)\b",
+    re.IGNORECASE,
+)
+REPEATS_QUESTION = "the answer only repeats the question"
 
 
 @dataclass(slots=True)
@@ -104,6 +132,32 @@ def _trim(back: str) -> str:
     return " ".join(words[:MAX_BACK_WORDS]) + "…"
 
 
+def answer_only(front: str, back: str) -> str:
+    """The answer without a restatement of the question before it: asked "What is the goal of
+    the course?", "The goal of our course is to help you…" becomes "to help you…". Only for
+    "what is" questions, which such an answer mirrors."""
+    copula = _COPULA.search(back)
+    if copula is None or not _WHAT_IS.match(front):  # "What do we know about X?" "X is…" stays
+        return back
+    head, rest = key_terms(back[: copula.start()]), back[copula.end() :].strip()
+    if head and set(head) <= set(key_terms(front)) and key_terms(rest) and _ANSWER_START.match(rest):
+        return rest
+    return back
+
+
+def _repeats_question(front: str, back: str) -> bool:
+    """An answer that says nothing the question does not, unless the question asks yes or no
+    or offers a choice ("Which is larger, the Sun or the Moon?")."""
+    terms = key_terms(back)
+    if not terms or _YES_NO.match(front) or _CHOICE.search(front):
+        return False
+    return set(terms) <= set(key_terms(front))
+
+
+def leans_on_source(front: str) -> bool:
+    return _LEANS_ON_SOURCE.search(front) is not None
+
+
 def _check(raw: RawCard, card_types: Sequence[str]) -> tuple[RawCard | None, str]:
     """The cleaned card, or None and why it was rejected."""
     front, back = raw.front.strip(), raw.back.strip()
@@ -117,6 +171,10 @@ def _check(raw: RawCard, card_types: Sequence[str]) -> tuple[RawCard | None, str
         back = back or "; ".join(answers)
     elif "{{" in front:
         return None, "cloze syntax on a basic card"
+    else:
+        back = answer_only(front, back)
+        if _repeats_question(front, back):
+            return None, REPEATS_QUESTION
     if not front or not back:
         return None, "empty front or back"
     if back.endswith(":"):
@@ -198,7 +256,7 @@ def _ground(
                 chunk_index=chunk.index,
                 prompt_version=version,
                 support=round(support, 3),
-                needs_review=support < SUPPORTED,
+                needs_review=support < SUPPORTED or leans_on_source(raw.front),
             )
         )
     return kept, dropped

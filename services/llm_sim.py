@@ -6,7 +6,7 @@ served at once and the rest queue (a server's slots); each call takes ``latency_
 Retry-After, 200 with garbage, answers slower than a client's timeout, a down period).
 Its cards are built from the prompt's own text, so they pass validation and grounding:
 
-    "What does the text say about chloroplasts?" → "which contain the green pigment chlorophyll"
+    "What do we learn about chloroplasts?" → "which contain the green pigment chlorophyll"
 """
 
 from __future__ import annotations
@@ -91,7 +91,7 @@ def _card(fact: tuple[str, str, str], kind: str) -> dict[str, str]:
         term = max(_WORD.findall(rest) or [topic], key=len)
         front = re.sub(rf"\b{re.escape(term)}\b", "{{c1::" + term + "}}", sentence, count=1)
         return {"type": "cloze", "front": front, "back": term}
-    return {"type": "basic", "front": f"What does the text say about {topic}?", "back": rest}
+    return {"type": "basic", "front": f"What do we learn about {topic}?", "back": rest}
 
 
 class _Sim:

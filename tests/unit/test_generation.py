@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.domain import Chunk, Segment, card_id
 from services.errors import BadModelOutput, PermanentError, RetryableError
-from services.generation import NOT_SUPPORTED, GenerationResult, generate_cards
+from services.generation import NOT_SUPPORTED, REPEATS_QUESTION, GenerationResult, generate_cards
 from services.llm import Completion, Profile, Prompt
 from services.prompting import render_prompt
 
@@ -140,7 +140,7 @@ async def test_qa_pairs_are_parsed_and_repeats_dropped() -> None:
 
 
 async def test_a_cut_answer_keeps_its_complete_sentences() -> None:
-    text = " What is a tuple?\nA: A tuple is like a list but immutable. Tuples are often used as dicti"
+    text = " What do we know about tuples?\nA: A tuple is like a list but immutable. Tuples are often used as dicti"
     result = await run(FakeLLM(Completion(text, "length")), profile="completion")
     assert [c.back for c in result.cards] == ["A tuple is like a list but immutable."]
 
@@ -151,7 +151,7 @@ async def test_invalid_cards_are_dropped_with_reasons() -> None:
         ("Append?", "Adds an item"),
         ("What are the parts of a list?", "The three parts of a list are:"),
         ("What does the append method do?", "Adds one item to the end"),
-        ("what does the APPEND method do", "It appends"),
+        ("what does the APPEND method do", "It adds an item"),
         ("A tuple is {{c1:immutable}} once created.", "immutable", "cloze"),
         ("A tuple is {{c1::immutable}}: its items cannot change.", "", "cloze"),
         ("Tuples are {{c1::hashable}} so they can be keys.", "hashable", "basic"),
@@ -170,6 +170,38 @@ async def test_invalid_cards_are_dropped_with_reasons() -> None:
         "invalid cloze syntax",
         "cloze syntax on a basic card",
     ]
+
+
+async def test_an_answer_is_the_answer_alone_not_the_question_again() -> None:
+    answer = cards_json(
+        ("What is a tuple?", "A tuple is an immutable list."),
+        ("What are tuples often used as?", "Tuples are often used as dictionary keys"),
+        ("What is the difference between a list and a tuple?", "A list is mutable, while a tuple is not."),
+        ("What does the append method add to a list?", "The append method adds to a list."),
+        ("Are tuples immutable?", "Tuples are immutable."),
+        ("Which is immutable, a list or a tuple?", "A tuple"),
+    )
+    result = await run(FakeLLM(answer))
+    assert [(c.front, c.back) for c in result.cards] == [
+        ("What is a tuple?", "an immutable list."),
+        # What is left would not stand alone: the whole answer.
+        ("What are tuples often used as?", "Tuples are often used as dictionary keys"),
+        ("What is the difference between a list and a tuple?", "A list is mutable, while a tuple is not."),
+        ("Are tuples immutable?", "Tuples are immutable."),  # yes or no: the whole answer
+        ("Which is immutable, a list or a tuple?", "A tuple"),  # a choice: from the question
+    ]
+    assert result.dropped == [("What does the append method add to a list?", REPEATS_QUESTION)]
+    assert not any(c.needs_review for c in result.cards)
+
+
+async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
+    answer = cards_json(
+        ("What does the text say about tuples?", "They are hashable"),
+        ("What is the main point of the passage provided?", "Tuples are immutable"),
+        ("What does the append method do?", "Adds one item to the end of a list"),
+    )
+    result = await run(FakeLLM(answer))
+    assert [(c.needs_review, c.support) for c in result.cards] == [(True, 1.0), (True, 1.0), (False, 1.0)]
 
 
 async def test_long_answers_are_trimmed() -> None:

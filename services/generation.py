@@ -58,19 +58,21 @@ _WHAT_IS = re.compile(r"\s*(?:what|who|which)\s+(?:is|are|was|were)\b", re.IGNOR
 # What may open an answer on its own: a noun phrase, "to …", a name, a number, a symbol. Not
 # "represented by \n, while …" (a passive or a comparison cut in two) nor "often used as …".
 _ANSWER_START = re.compile(r"(?:a|an|the|to|one|its|their|his|her)\b|[^a-z]")
+_COMPARES = re.compile(r"\b(?:between|differ\w*|compare\w*|contrast\w*|versus|vs)\b", re.IGNORECASE)
 _YES_NO = re.compile(
     r"\s*(?:is|are|was|were|am|can|could|do|does|did|will|would|has|have|had|should|must|may|might)\b",
     re.IGNORECASE,
 )
-# "… presented in the text?", "What does the author argue?", "the code snippet provided": the
-# question only makes sense beside its source.
+# "… presented in the text?", "What does the author argue?", "the code snippet provided", "the
+# following statement": the question only makes sense beside its source.
 _SOURCE = r"(?:text|passage|excerpt|extract|snippet|article|author)"
 _LEANS_ON_SOURCE = re.compile(
     rf"\b(?:the|this|that|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
     r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"
     rf"|\b(?:in|from|according to)\s+(?:the|this)\s+{_SOURCE}\b"
     r"(?!\s+(?:box|file|field|editor|string|mode|area))"
-    r"|\b(?:code|example|snippet|passage|excerpt|program)\s+(?:provided|given|shown|above|below)\b",
+    r"|\b(?:code|example|snippet|passage|excerpt|program)\s+(?:provided|given|shown|above|below)\b"
+    r"|\b(?:the|this|these)\s+(?:following|above)\b",
     re.IGNORECASE,
 )
 REPEATS_QUESTION = "the answer only repeats the question"
@@ -137,10 +139,12 @@ def answer_only(front: str, back: str) -> str:
     the course?", "The goal of our course is to help you…" becomes "to help you…". Only for
     "what is" questions, which such an answer mirrors."""
     copula = _COPULA.search(back)
-    if copula is None or not _WHAT_IS.match(front):  # "What do we know about X?" "X is…" stays
-        return back
-    head, rest = key_terms(back[: copula.start()]), back[copula.end() :].strip()
-    if head and set(head) <= set(key_terms(front)) and key_terms(rest) and _ANSWER_START.match(rest):
+    if copula is None or not _WHAT_IS.match(front) or _COMPARES.search(front):
+        return back  # "What do we know about X?" "X is…"; "the difference between A and B"
+    asked, head = set(key_terms(front)), set(key_terms(back[: copula.start()]))
+    rest = back[copula.end() :].strip()
+    # The head restates the question: its terms are the question's, and most of them.
+    if head <= asked and 2 * len(head) >= len(asked) and key_terms(rest) and _ANSWER_START.match(rest):
         return rest
     return back
 

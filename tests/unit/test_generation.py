@@ -176,7 +176,11 @@ async def test_an_answer_is_the_answer_alone_not_the_question_again() -> None:
     answer = cards_json(
         ("What is a tuple?", "A tuple is an immutable list."),
         ("What are tuples often used as?", "Tuples are often used as dictionary keys"),
-        ("What is the difference between a list and a tuple?", "A list is mutable, while a tuple is not."),
+        (
+            "What is the difference between a list and a tuple?",
+            "A list is a mutable collection, a tuple not.",
+        ),
+        ("What is one use of a hashable tuple?", "A tuple is a dictionary key."),
         ("What does the append method add to a list?", "The append method adds to a list."),
         ("Are tuples immutable?", "Tuples are immutable."),
         ("Which is immutable, a list or a tuple?", "A tuple"),
@@ -184,9 +188,13 @@ async def test_an_answer_is_the_answer_alone_not_the_question_again() -> None:
     result = await run(FakeLLM(answer))
     assert [(c.front, c.back) for c in result.cards] == [
         ("What is a tuple?", "an immutable list."),
-        # What is left would not stand alone: the whole answer.
+        # What is left would not stand alone, or answers for two subjects: the whole answer.
         ("What are tuples often used as?", "Tuples are often used as dictionary keys"),
-        ("What is the difference between a list and a tuple?", "A list is mutable, while a tuple is not."),
+        (
+            "What is the difference between a list and a tuple?",
+            "A list is a mutable collection, a tuple not.",
+        ),
+        ("What is one use of a hashable tuple?", "A tuple is a dictionary key."),  # not a restatement
         ("Are tuples immutable?", "Tuples are immutable."),  # yes or no: the whole answer
         ("Which is immutable, a list or a tuple?", "A tuple"),  # a choice: from the question
     ]
@@ -198,10 +206,16 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
     answer = cards_json(
         ("What does the text say about tuples?", "They are hashable"),
         ("What is the main point of the passage provided?", "Tuples are immutable"),
+        ("What does the following statement say about lists?", "They are mutable"),
         ("What does the append method do?", "Adds one item to the end of a list"),
     )
     result = await run(FakeLLM(answer))
-    assert [(c.needs_review, c.support) for c in result.cards] == [(True, 1.0), (True, 1.0), (False, 1.0)]
+    assert [(c.needs_review, c.support) for c in result.cards] == [
+        (True, 1.0),
+        (True, 1.0),
+        (True, 1.0),
+        (False, 1.0),
+    ]
 
 
 async def test_long_answers_are_trimmed() -> None:

@@ -51,9 +51,11 @@ async def get_deck(
     if format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
-        w.writerow(["front", "back", "type", "file", "page", "section", "card_id"])
+        w.writerow(["front", "back", "type", "file", "page", "section", "card_id", "needs_review"])
         for c in cards:
-            w.writerow([c.front, c.back, c.type, c.file, c.page_label, " > ".join(c.section), c.card_id])
+            section = " > ".join(c.section)
+            review = "yes" if c.needs_review else ""
+            w.writerow([c.front, c.back, c.type, c.file, c.page_label, section, c.card_id, review])
         return Response(
             buf.getvalue(),
             media_type="text/csv; charset=utf-8",

@@ -6,6 +6,9 @@ The same routes run against the real broker in tests/integration/test_pipeline.p
 from __future__ import annotations
 
 import asyncio
+import csv
+import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -188,8 +191,24 @@ def test_status_follows_the_hub_and_sse_replays_to_done(
     assert [c["source"] for c in deck["cards"]] == [
         {"file": "f.pdf", "page": 2, "page_label": "ii", "section": ["Intro"]}
     ]
-    csv = client.get("/v1/decks/d1?format=csv", headers=AUTH)
-    assert csv.headers["content-type"].startswith("text/csv") and "What is a test?" in csv.text
+    exported = client.get("/v1/decks/d1?format=csv", headers=AUTH)
+    assert exported.headers["content-type"].startswith("text/csv") and "What is a test?" in exported.text
+
+
+def test_the_csv_deck_says_which_cards_need_review(client: TestClient, parts: tuple) -> None:
+    settings, _, hub = parts
+    hub.feed(progress("d2", status="generating", chunks_done=1, cards=2, progress=0.5))
+    sure = Card(
+        "c1", "basic", "What is a log?", "An ordered record.", "f.pdf", 2, "ii", ("Intro", "Logs"), 0, "v1"
+    )
+    unsure = dataclasses.replace(sure, card_id="c2", front="What does the text say?", needs_review=True)
+    store_chunk_cards(LocalBlobStoreFor(settings), "d2", 1, 0, [sure, unsure])
+    r = client.get("/v1/decks/d2?format=csv", headers=AUTH)
+    rows = list(csv.DictReader(io.StringIO(r.text)))
+    assert [(row["front"], row["section"], row["needs_review"]) for row in rows] == [
+        ("What is a log?", "Intro > Logs", ""),
+        ("What does the text say?", "Intro > Logs", "yes"),
+    ]
 
 
 def test_a_document_waiting_for_the_llm_says_so_until_it_moves_again(

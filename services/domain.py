@@ -96,6 +96,7 @@ class Card:
     support: float = 1.0  # how well the chunk supports the card, 0..1
     needs_review: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
+    review: str | None = None  # why it needs review: "the question points at its source", …
 
 
 def card_id(document_id: str, generation: int, chunk_index: int, index: int) -> str:

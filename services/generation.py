@@ -76,6 +76,8 @@ _LEANS_ON_SOURCE = re.compile(
     re.IGNORECASE,
 )
 REPEATS_QUESTION = "the answer only repeats the question"
+WEAK_SUPPORT = "only {:.0%} of the answer's key terms occur in the source text"
+POINTS_AT_SOURCE = "the question points at its source, not at what it asks about"
 
 
 @dataclass(slots=True)
@@ -244,6 +246,8 @@ def _ground(
         if support < UNSUPPORTED:
             dropped.append((raw.front, NOT_SUPPORTED))
             continue
+        review = [WEAK_SUPPORT.format(support)] if support < SUPPORTED else []
+        review += [POINTS_AT_SOURCE] if leans_on_source(raw.front) else []
         hits = [sum(t in seg for t in terms) for seg in segment_terms]
         segment = chunk.segments[hits.index(max(hits))]
         kind: CardType = "cloze" if raw.type == "cloze" else "basic"
@@ -260,7 +264,8 @@ def _ground(
                 chunk_index=chunk.index,
                 prompt_version=version,
                 support=round(support, 3),
-                needs_review=support < SUPPORTED or leans_on_source(raw.front),
+                needs_review=bool(review),
+                review="; ".join(review) or None,
             )
         )
     return kept, dropped

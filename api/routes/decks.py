@@ -31,6 +31,7 @@ def card_json(card: Card) -> dict[str, Any]:
         },
         "tags": list(card.tags),
         "needs_review": card.needs_review,
+        "review": card.review,  # why it needs review
         "prompt_version": card.prompt_version,
     }
 
@@ -54,7 +55,7 @@ async def get_deck(
         w.writerow(["front", "back", "type", "file", "page", "section", "card_id", "needs_review"])
         for c in cards:
             section = " > ".join(c.section)
-            review = "yes" if c.needs_review else ""
+            review = (c.review or "yes") if c.needs_review else ""  # why, when known
             w.writerow([c.front, c.back, c.type, c.file, c.page_label, section, c.card_id, review])
         return Response(
             buf.getvalue(),

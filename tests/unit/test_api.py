@@ -202,12 +202,20 @@ def test_the_csv_deck_says_which_cards_need_review(client: TestClient, parts: tu
         "c1", "basic", "What is a log?", "An ordered record.", "f.pdf", 2, "ii", ("Intro", "Logs"), 0, "v1"
     )
     unsure = dataclasses.replace(sure, card_id="c2", front="What does the text say?", needs_review=True)
-    store_chunk_cards(LocalBlobStoreFor(settings), "d2", 1, 0, [sure, unsure])
+    why = dataclasses.replace(unsure, card_id="c3", front="What does the passage say?", review="it points")
+    store_chunk_cards(LocalBlobStoreFor(settings), "d2", 1, 0, [sure, unsure, why])
     r = client.get("/v1/decks/d2?format=csv", headers=AUTH)
     rows = list(csv.DictReader(io.StringIO(r.text)))
     assert [(row["front"], row["section"], row["needs_review"]) for row in rows] == [
         ("What is a log?", "Intro > Logs", ""),
-        ("What does the text say?", "Intro > Logs", "yes"),
+        ("What does the text say?", "Intro > Logs", "yes"),  # flagged before reasons were kept
+        ("What does the passage say?", "Intro > Logs", "it points"),
+    ]
+    deck = client.get("/v1/decks/d2", headers=AUTH).json()
+    assert [(c["needs_review"], c["review"]) for c in deck["cards"]] == [
+        (False, None),
+        (True, None),
+        (True, "it points"),
     ]
 
 

@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from services.domain import Chunk, Segment, card_id
 from services.errors import BadModelOutput, PermanentError, RetryableError
-from services.generation import NOT_SUPPORTED, REPEATS_QUESTION, GenerationResult, generate_cards
+from services.generation import (
+    NOT_SUPPORTED,
+    POINTS_AT_SOURCE,
+    REPEATS_QUESTION,
+    GenerationResult,
+    generate_cards,
+)
 from services.llm import Completion, Profile, Prompt
 from services.prompting import render_prompt
 
@@ -210,11 +216,11 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
         ("What does the append method do?", "Adds one item to the end of a list"),
     )
     result = await run(FakeLLM(answer))
-    assert [(c.needs_review, c.support) for c in result.cards] == [
-        (True, 1.0),
-        (True, 1.0),
-        (True, 1.0),
-        (False, 1.0),
+    assert [(c.needs_review, c.review, c.support) for c in result.cards] == [
+        (True, POINTS_AT_SOURCE, 1.0),
+        (True, POINTS_AT_SOURCE, 1.0),
+        (True, POINTS_AT_SOURCE, 1.0),
+        (False, None, 1.0),
     ]
 
 
@@ -254,6 +260,8 @@ async def test_a_card_the_text_does_not_support_is_dropped() -> None:
         ("What does len return?", False),
     ]
     assert 0.5 <= result.cards[0].support < 0.8
+    assert result.cards[0].review == "only 75% of the answer's key terms occur in the source text"
+    assert result.cards[1].review is None
 
 
 async def test_an_explicit_empty_answer_is_a_valid_result() -> None:

@@ -182,3 +182,17 @@ def test_events_written_before_a_field_existed_read_with_its_default(
     assert old, f"the {name} schema before {field} is kept in history"
     decoded, record = REGISTRY.decode(_written_by(json.loads(old[0].read_text())))
     assert decoded == name and record[field] == default
+
+
+def test_cards_written_before_review_reasons_read_without_one() -> None:
+    def card_fields(writer: dict[str, Any]) -> set[str]:
+        items = next(f for f in writer["fields"] if f["name"] == "cards")["type"]["items"]
+        return {f["name"] for f in items["fields"]}
+
+    writers = [json.loads(p.read_text()) for p in sorted((HERE / "history").glob("CardsGenerated.*.avsc"))]
+    old = [w for w in writers if "review" not in card_fields(w)]
+    assert old and any("review" in card_fields(w) for w in writers)
+    for writer in old:
+        name, record = REGISTRY.decode(_written_by(writer))
+        assert name == "CardsGenerated" and len(record["cards"]) == 1
+        assert record["cards"][0]["review"] is None and record["cards"][0]["needs_review"] is True

@@ -1,8 +1,10 @@
 """A result cache for generated cards: a re-upload or a retry never pays twice for a chunk.
 
 Keyed by what determines the answer: the chunk's text and page layout, the model, the prompt
-version and profile, and the card options. Entries live in the blob store and hold the cards
-without document-specific fields; a hit re-stamps file, ids and chunk index.
+version and profile, and the card options. Entries live in the blob store and hold the model's
+answer, not the cards: a hit is read again by ``generation.cards_from_answer``, so cards follow
+today's validation and grounding rules and carry this document's file, ids and chunk index.
+Entries written before answers were kept hold cards, re-stamped for the document on a hit.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import json
 from collections.abc import Sequence
 
 from services.blobs import BlobStore
-from services.decks import card_from_json, card_to_json
+from services.decks import card_from_json
 from services.domain import Card, Chunk, card_id
+from services.llm import Completion
 
 
 def cache_key(
@@ -33,23 +36,25 @@ def _uri_key(key: str) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Cached:
-    cards: list[Card]
-    empty_reason: str | None  # why there are none, when there are none
+    answer: Completion | None = None  # the model's answer (entries written since answers are kept)
+    cards: list[Card] | None = None  # older entries: the cards, re-stamped for this document
+    empty_reason: str | None = None  # older entries: why there are no cards, when there are none
 
 
-def store_cached(blobs: BlobStore, key: str, cards: Sequence[Card], empty_reason: str | None = None) -> None:
-    entry = {"cards": [card_to_json(c) for c in cards], "empty_reason": empty_reason}
-    blobs.put_json(_uri_key(key), entry)
+def store_cached(blobs: BlobStore, key: str, answer: Completion) -> None:
+    blobs.put_json(_uri_key(key), {"answer": answer.text, "finish_reason": answer.finish_reason})
 
 
 def load_cached(
     blobs: BlobStore, key: str, *, document_id: str, generation: int, chunk_index: int, filename: str
 ) -> Cached | None:
-    """The cached result re-stamped for this document, or None on a miss."""
+    """The cached answer (or an older entry's cards re-stamped for this document); None on a miss."""
     path = blobs.path("blob://" + _uri_key(key))
     if not path.exists():
         return None
     entry = blobs.get_json("blob://" + _uri_key(key))
+    if isinstance(entry, dict) and "answer" in entry:
+        return Cached(answer=Completion(entry["answer"], entry["finish_reason"]))
     if isinstance(entry, list):  # entries written before the ledger: the cards alone
         entry = {"cards": entry, "empty_reason": None}
     cards = [card_from_json(c) for c in entry["cards"]]
@@ -62,7 +67,7 @@ def load_cached(
         )
         for i, c in enumerate(cards)
     ]
-    return Cached(restamped, entry.get("empty_reason"))
+    return Cached(cards=restamped, empty_reason=entry.get("empty_reason"))
 
 
 def cards_for_chunk(words: int, per_1000_words: float, cap: int) -> int:

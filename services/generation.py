@@ -85,6 +85,7 @@ class GenerationResult:
     cards: list[Card] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (front, reason)
     attempts: int = 0
+    answer: Completion | None = None  # the model's answer the cards were read from (cached)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -310,7 +311,7 @@ async def generate_cards(
     rng: random.Random | None = None,
     seed: int | None = None,
 ) -> GenerationResult:
-    segment_terms = [set(key_terms(segment.text)) for segment in chunk.segments]
+    segment_terms = _segment_terms(chunk)
     if not any(segment_terms):
         return GenerationResult(dropped=[("", "the chunk has no text to ask about")])
     rendered = render_prompt(
@@ -323,8 +324,7 @@ async def generate_cards(
         temperature=temperature,
     )
     calls, repaired = 0, False
-    valid: list[RawCard] = []
-    rejected: list[tuple[str, str]] = []
+    result = GenerationResult()
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
         wait=_backoff(backoff_base_s, backoff_cap_s, rng or random.Random()),
@@ -341,7 +341,17 @@ async def generate_cards(
                     prompt = dataclasses.replace(prompt, seed=(seed + calls - 1) % 2**31)
                 completion = await llm.generate(prompt)
                 try:
-                    valid, rejected = _read(completion, profile, card_types)
+                    result = cards_from_answer(
+                        chunk,
+                        completion,
+                        profile=profile,
+                        card_types=card_types,
+                        version=rendered.version,
+                        document_id=document_id,
+                        generation=generation,
+                        filename=filename,
+                        segment_terms=segment_terms,
+                    )
                 except UnreadableOutput as exc:
                     if repaired:
                         raise BadModelOutput(exc.reason) from None
@@ -349,9 +359,37 @@ async def generate_cards(
                     raise _Unusable(exc.reason) from None
     except _Unusable as exc:  # the repair retry was the last attempt allowed
         raise BadModelOutput(exc.reason) from None
+    result.attempts = calls
+    return result
+
+
+def _segment_terms(chunk: Chunk) -> list[set[str]]:
+    return [set(key_terms(segment.text)) for segment in chunk.segments]
+
+
+def cards_from_answer(
+    chunk: Chunk,
+    answer: Completion,
+    *,
+    profile: Profile,
+    card_types: Sequence[str],
+    version: str,
+    document_id: str,
+    generation: int,
+    filename: str,
+    segment_terms: list[set[str]] | None = None,
+) -> GenerationResult:
+    """The cards in a model's answer under today's rules: parsed, validated, grounded, cited.
+
+    The result cache keeps answers, not cards, and reads a hit through here again: a change
+    of these rules applies to cached chunks without a new LLM call. Raises UnreadableOutput
+    when the answer holds no usable card.
+    """
+    valid, rejected = _read(answer, profile, card_types)
 
     def ids(i: int) -> str:
         return card_id(document_id, generation, chunk.index, i)
 
-    cards, unsupported = _ground(valid, chunk, segment_terms, ids, rendered.version, filename)
-    return GenerationResult(cards=cards, dropped=rejected + unsupported, attempts=calls)
+    terms = segment_terms if segment_terms is not None else _segment_terms(chunk)
+    cards, unsupported = _ground(valid, chunk, terms, ids, version, filename)
+    return GenerationResult(cards=cards, dropped=rejected + unsupported, answer=answer)

@@ -18,13 +18,13 @@ from typing import Any
 import faust
 import structlog
 
-from services.card_cache import Cached, cache_key, cards_for_chunk, load_cached, store_cached
+from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.decks import store_chunk_cards
 from services.domain import Card, Chunk
 from services.errors import DeckstreamError, RetryableError
 from services.events import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
-from services.generation import empty_reason, generate_cards
-from services.prompting import prompt_version
+from services.generation import GenerationResult, cards_from_answer, empty_reason, generate_cards
+from services.prompting import UnreadableOutput, prompt_version
 from services.scheduler import admit
 from streams import transport
 from streams.resources import PipelineResources
@@ -92,7 +92,8 @@ def register(
         )
         started = time.monotonic()
 
-        def reuse() -> Cached | None:  # look up, and file a hit as this chunk's cards (see below)
+        def reuse() -> tuple[GenerationResult, str | None] | None:
+            """A hit read under today's rules and filed as this chunk's cards; None on a miss."""
             try:
                 hit = load_cached(
                     res.blobs,
@@ -105,9 +106,28 @@ def register(
             except (OSError, ValueError, KeyError, TypeError) as exc:  # unreadable: a miss
                 bound.warning("card cache entry unreadable", error=f"{type(exc).__name__}: {exc}")
                 return None
-            if hit is not None:
-                store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, hit.cards)
-            return hit
+            if hit is None:
+                return None
+            if hit.answer is None:  # an entry from before answers were kept: its cards as they were
+                result, why = GenerationResult(cards=hit.cards or []), hit.empty_reason
+            else:
+                try:
+                    result = cards_from_answer(
+                        chunk,
+                        hit.answer,
+                        profile=res.profile,
+                        card_types=ev.card_types,
+                        version=version,
+                        document_id=ev.document_id,
+                        generation=ev.generation,
+                        filename=ev.filename,
+                    )
+                except UnreadableOutput as exc:  # no usable card under today's rules: ask again
+                    bound.info("cached answer has no usable card", reason=exc.reason)
+                    return None
+                why = empty_reason(result.dropped) if not result.cards else None
+            store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
+            return result, why
 
         try:
             cached = reuse()
@@ -115,14 +135,15 @@ def register(
             await store_failed(ev, exc, bound)
             return
         if cached is not None:
+            hit, why = cached
             await done(
                 ev,
-                cached.cards,
-                dropped=0,
+                hit.cards,
+                dropped=len(hit.dropped),
                 attempts=0,
                 version=version,
                 started=started,
-                why=cached.empty_reason,
+                why=why,
             )
             return
         llm = res.llm
@@ -199,11 +220,12 @@ def register(
 
         why = empty_reason(result.dropped) if not result.cards else None
 
-        # The cache entry and this chunk's cards: two small files in the local blob store,
-        # written on the event loop (~0.2 ms). A thread hop per chunk cost more: on the
-        # generation bench the worker used 1 s more CPU for the book, in GIL hand-offs.
+        # The cache entry (the model's answer) and this chunk's cards: two small files in the
+        # local blob store, written on the event loop (~0.2 ms). A thread hop per chunk cost
+        # more: on the generation bench the worker used 1 s more CPU for the book, in GIL hand-offs.
         try:
-            store_cached(res.blobs, key, result.cards, why)
+            if result.answer is not None:  # None: no call was made (a chunk with no text)
+                store_cached(res.blobs, key, result.answer)
             store_chunk_cards(res.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
         except Exception as exc:
             await store_failed(ev, exc, bound)

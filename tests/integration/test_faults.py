@@ -247,6 +247,28 @@ def test_an_llm_outage_delays_a_document_but_fails_no_chunk(client: DeckstreamCl
     assert deck["cards"] and deck["failures"] == []
 
 
+def test_a_re_upload_pays_no_llm_call_and_gets_the_same_deck(client: DeckstreamClient, sim_url: str) -> None:
+    path = corpus_file("py4e_Pythonlearn-02-Expressions.pptx")  # no other test uploads it
+    first = upload(client, path)
+    assert follow(client, first)[-1].data["status"] == "completed"
+    settled(client, first)
+    before = sim_stats(sim_url)["requests"]
+
+    again = upload(client, path)
+    assert follow(client, again)[-1].data["status"] == "completed"
+    settled(client, again)
+
+    assert sim_stats(sim_url)["requests"] == before, "the LLM was paid again"
+    decks = [client.deck(doc).json() for doc in (first, again)]
+
+    def cards(deck: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(c["front"], c["back"], c["source"], c["review"]) for c in deck["cards"]]
+
+    assert cards(decks[0]) and cards(decks[0]) == cards(decks[1])
+    # Read again from the model's cached answers: what the checks dropped is counted again.
+    assert decks[0]["quality"] == decks[1]["quality"] and decks[1]["empty_chunks"] == decks[0]["empty_chunks"]
+
+
 def test_a_card_cache_cleared_by_hand_costs_llm_calls_not_documents(
     client: DeckstreamClient, sim_url: str, stack: Stack
 ) -> None:

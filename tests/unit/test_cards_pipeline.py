@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from services.card_cache import cache_key, cards_for_chunk, load_cached, store_c
 from services.decks import card_to_json, collect_cards, load_deck, store_chunk_cards, store_deck
 from services.dedup import drop_near_duplicates
 from services.domain import Card, Chunk, Segment
+from services.generation import NOT_SUPPORTED, cards_from_answer
+from services.llm import Completion
 
 
 def card(front: str, back: str = "an answer", chunk: int = 0, cid: str = "c") -> Card:
@@ -24,32 +27,58 @@ def chunk(text: str = "Photosynthesis makes glucose.", page: int = 3) -> Chunk:
     return Chunk(0, (Segment(page, str(page), ("Ch 1",), text),), 4)
 
 
-def test_cache_hit_restamps_document_fields(tmp_path: Path) -> None:
+def test_a_cache_hit_is_the_models_answer_read_again_for_this_document(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    text = "Photosynthesis makes glucose in the chloroplasts of green plants."
+    key = cache_key(
+        chunk(text), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3
+    )
+    assert load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf") is None
+    items = [
+        {"type": "basic", "front": "What does photosynthesis make?", "back": "Glucose"},
+        {"type": "basic", "front": "What is the capital of France?", "back": "Paris"},  # not in the text
+    ]
+    answer = Completion(json.dumps({"cards": items}), "stop")
+    store_cached(blobs, key, answer)
+
+    hit = load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf")
+    assert hit is not None and hit.answer == answer
+    read = cards_from_answer(
+        Chunk(7, chunk(text).segments, 12),
+        hit.answer,
+        profile="chat",
+        card_types=["basic"],
+        version="cards-chat-v1",
+        document_id="d2",
+        generation=1,
+        filename="copy.pdf",
+    )
+    assert [(c.front, c.file, c.chunk_index, c.page) for c in read.cards] == [
+        ("What does photosynthesis make?", "copy.pdf", 7, 3)
+    ]
+    assert read.dropped == [("What is the capital of France?", NOT_SUPPORTED)]
+
+
+def test_cache_entries_written_before_answers_were_kept_still_load(tmp_path: Path) -> None:
     blobs = LocalBlobStore(tmp_path)
     key = cache_key(
         chunk(), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3
     )
-    assert load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf") is None
-    store_cached(blobs, key, [card("What is made?"), card("Where?")])
+    uri = f"cache/cards/{key[:2]}/{key}.json"
+    blobs.put_json(uri, {"cards": [card_to_json(card("What is made?")), card_to_json(card("Where?"))]})
     hit = load_cached(blobs, key, document_id="d2", generation=1, chunk_index=7, filename="copy.pdf")
-    assert hit is not None and [c.front for c in hit.cards] == ["What is made?", "Where?"]
+    assert hit is not None and hit.answer is None and hit.cards is not None
+    assert [c.front for c in hit.cards] == ["What is made?", "Where?"]
     assert {c.file for c in hit.cards} == {"copy.pdf"} and {c.chunk_index for c in hit.cards} == {7}
     assert len({c.card_id for c in hit.cards}) == 2 and hit.cards[0].page == 3
 
-
-def test_a_cached_chunk_without_cards_keeps_its_reason_and_old_entries_still_load(tmp_path: Path) -> None:
-    blobs = LocalBlobStore(tmp_path)
-    key = cache_key(
-        chunk(), model="m", prompt_version="v1", profile="chat", card_types=["basic"], per_chunk=3
-    )
-    store_cached(blobs, key, [], "not supported by the text (2)")
+    blobs.put_json(uri, {"cards": [], "empty_reason": "not supported by the text (2)"})  # the ledger's
     hit = load_cached(blobs, key, document_id="d", generation=1, chunk_index=0, filename="f.pdf")
     assert hit is not None and hit.cards == [] and hit.empty_reason == "not supported by the text (2)"
-    blobs.put_json(
-        f"cache/cards/{key[:2]}/{key}.json", [card_to_json(card("Old entry?"))]
-    )  # the first format
+    blobs.put_json(uri, [card_to_json(card("Old entry?"))])  # the first format
     old = load_cached(blobs, key, document_id="d", generation=1, chunk_index=0, filename="f.pdf")
-    assert old is not None and [c.front for c in old.cards] == ["Old entry?"] and old.empty_reason is None
+    assert old is not None and old.cards is not None and [c.front for c in old.cards] == ["Old entry?"]
+    assert old.empty_reason is None
 
 
 def test_cache_key_changes_with_text_model_prompt_or_options() -> None:

@@ -332,6 +332,7 @@ async def test_valid_json_with_empty_content_is_bad_output() -> None:
 async def test_a_repair_retry_can_succeed() -> None:
     result = await run(FakeLLM(Completion('{"cards": [{"fro', "length"), GOOD))
     assert result.attempts == 2 and len(result.cards) == 2
+    assert result.answer == Completion(GOOD, "stop")  # the answer the cards came from: what is cached
 
 
 async def test_each_attempt_samples_with_its_own_seed_the_same_on_every_run() -> None:

@@ -70,7 +70,7 @@ _LEANS_ON_SOURCE = re.compile(
     rf"\b(?:the|this|that|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
     r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"
     rf"|\b(?:in|from|according to)\s+(?:the|this)\s+{_SOURCE}\b"
-    r"(?!\s+(?:box|file|field|editor|string|mode|area))"
+    r"(?!\s+(?:of|box|file|field|editor|string|mode|area)\b)"
     r"|\b(?:code|example|snippet|passage|excerpt|program)\s+(?:provided|given|shown|above|below)\b"
     r"|\b(?:the|this|these)\s+(?:following|above)\b",
     re.IGNORECASE,

@@ -214,6 +214,7 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
         ("What is the main point of the passage provided?", "Tuples are immutable"),
         ("What does the following statement say about lists?", "They are mutable"),
         ("What does the append method do?", "Adds one item to the end of a list"),
+        ("What changes in the text of a tuple once it is created?", "Its items cannot change"),
     )
     result = await run(FakeLLM(answer))
     assert [(c.needs_review, c.review, c.support) for c in result.cards] == [
@@ -221,6 +222,7 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
         (True, POINTS_AT_SOURCE, 1.0),
         (True, POINTS_AT_SOURCE, 1.0),
         (False, None, 1.0),
+        (False, None, 1.0),  # "the text of" names a text: it asks about something
     ]
 
 

@@ -18,7 +18,9 @@ from services.generation import (
     POINTS_AT_SOURCE,
     REPEATS_QUESTION,
     GenerationResult,
+    answer_only,
     generate_cards,
+    key_terms,
 )
 from services.llm import Completion, Profile, Prompt
 from services.prompting import render_prompt
@@ -385,3 +387,20 @@ def test_why_a_chunk_gave_no_card_counts_the_reasons_most_common_first() -> None
     ]
     assert empty_reason(dropped) == "not supported by the text (2); duplicate card"
     assert empty_reason([]) == "the model returned no cards"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    question=st.lists(
+        st.sampled_from(["What", "is", "are", "the", "tuple", "list", "or", "between"]), max_size=7
+    ),
+    answer=st.lists(
+        st.sampled_from(["A", "the", "tuple", "is", "are", "list", "to", "keys", ",", "often"]), max_size=9
+    ),
+)
+def test_an_answer_cut_down_is_never_empty_and_is_the_end_of_the_answer(
+    question: list[str], answer: list[str]
+) -> None:
+    front, back = " ".join(question) + "?", " ".join(answer)
+    kept = answer_only(front, back)
+    assert kept == back or (back.endswith(kept) and key_terms(kept))

@@ -149,7 +149,7 @@ async def run_version(
             cards.extend(result.cards)
             dropped.update(reason for _, reason in result.dropped)
             at = {"version": version, "file": name, "chunk": chunk.index}
-            kept = ({**at, "front": c.front, "back": c.back, "review": c.needs_review} for c in result.cards)
+            kept = ({**at, "front": c.front, "back": c.back, "review": c.review} for c in result.cards)
             out.extend(kept)
             out.extend({**at, "front": front, "dropped": reason} for front, reason in result.dropped)
 

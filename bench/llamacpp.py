@@ -48,18 +48,20 @@ def load_chunks(n: int = N_CHUNKS) -> list[Chunk]:
 
 
 class Counting:
-    """An LLMClient wrapper that counts calls, tokens and call latencies."""
+    """An LLMClient wrapper that counts calls, tokens and call latencies, and keeps the answers."""
 
     def __init__(self, inner: LLMClient) -> None:
         self.inner = inner
         self.calls = 0
         self.completion_tokens = 0
         self.latencies: list[float] = []
+        self.completions: list[Completion] = []
 
     async def generate(self, prompt: Prompt) -> Completion:
         started = time.monotonic()
         completion = await self.inner.generate(prompt)
         self.latencies.append(time.monotonic() - started)
+        self.completions.append(completion)
         self.calls += 1
         self.completion_tokens += completion.completion_tokens
         return completion

@@ -37,14 +37,14 @@ from typing import Any
 
 import httpx
 
+from bench.generation import chunks_of, pages_of
+from bench.llamacpp import Counting
 from deckstream.corpus import CORPUS
 from services.card_cache import cards_for_chunk
-from services.chunking import chunk_pages
-from services.domain import Chunk, Page
+from services.domain import Chunk
 from services.errors import DeckstreamError
-from services.extraction.worker import extract
 from services.generation import answer_only, generate_cards, leans_on_source
-from services.llm import Completion, LLMClient, OpenAICompatibleClient, Profile, Prompt, detect_profile
+from services.llm import Completion, OpenAICompatibleClient, Profile, detect_profile
 from services.llm_server import MODELS, start_local_llm
 from services.prompting import UnreadableOutput, parse_json_cards, parse_qa_pairs, prompt_version
 from services.settings import get_settings
@@ -64,30 +64,13 @@ def load_chunks(per_doc: int) -> list[tuple[str, Chunk]]:
     picked: list[tuple[str, Chunk]] = []
     for name in DOCUMENTS:
         try:
-            events = extract(CORPUS / name, settings.limits, filename=name)
-            pages = [e for e in events if isinstance(e, Page)]
+            pages = pages_of(CORPUS / name, settings)
         except Exception as exc:  # a missing corpus: say so, do not invent numbers
             sys.exit(f"cannot read {CORPUS / name}: {exc}")
-        chunks = chunk_pages(pages, settings.chunks.max_tokens, settings.chunks.overlap_tokens)
+        chunks = chunks_of(pages, settings)
         spread = sorted({int((k + 0.5) * len(chunks) / per_doc) for k in range(per_doc)})
         picked += [(name, chunks[i]) for i in spread if i < len(chunks)]
     return picked
-
-
-class Recording:
-    """An LLMClient wrapper that keeps every completion the model wrote."""
-
-    def __init__(self, inner: LLMClient) -> None:
-        self.inner = inner
-        self.texts: list[Completion] = []
-
-    async def generate(self, prompt: Prompt) -> Completion:
-        completion = await self.inner.generate(prompt)
-        self.texts.append(completion)
-        return completion
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
 
 
 def written(completions: list[Completion], profile: Profile) -> dict[str, Any]:
@@ -120,7 +103,7 @@ async def run_version(
     limit = asyncio.Semaphore(slots)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as http:
         profile = await detect_profile(http, url, "openai")
-        llm = Recording(OpenAICompatibleClient(http, url, model))
+        llm = Counting(OpenAICompatibleClient(http, url, model))
 
         async def one(name: str, chunk: Chunk) -> None:
             nonlocal failed
@@ -160,7 +143,7 @@ async def run_version(
     return {
         "prompt": prompt_version(profile, version),
         "wall_s": round(wall, 1),
-        "written": written(llm.texts, profile),
+        "written": written(llm.completions, profile),
         "cards": len(cards),
         "cards_per_chunk": round(len(cards) / len(chunks), 2),
         "needs_review": round(sum(c.needs_review for c in cards) / max(1, len(cards)), 3),

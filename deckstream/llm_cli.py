@@ -75,6 +75,9 @@ def sim(
     tokens_per_s: Annotated[float, typer.Option(help="decode rate per request; 0: instant")] = 30.0,
     error_rate: Annotated[float, typer.Option(help="share of 503 + Retry-After answers")] = 0.0,
     garbage_rate: Annotated[float, typer.Option(help="share of 200 answers with garbage")] = 0.0,
+    unsupported_rate: Annotated[
+        float, typer.Option(help="share of answers with a made-up card the text does not support")
+    ] = 0.0,
     slow_rate: Annotated[float, typer.Option(help="share of answers delayed by --slow-s")] = 0.0,
     slow_s: Annotated[float, typer.Option()] = 0.0,
     seed: Annotated[int, typer.Option()] = 0,
@@ -90,6 +93,7 @@ def sim(
         tokens_per_s=tokens_per_s,
         error_rate=error_rate,
         garbage_rate=garbage_rate,
+        unsupported_rate=unsupported_rate,
         slow_rate=slow_rate,
         slow_s=slow_s,
         seed=seed,

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.blobs import BlobStore
-from services.domain import Card
+from services.domain import UNRECORDED, Card
 
 
 def _prefix(document_id: str, generation: int) -> str:
@@ -68,6 +68,7 @@ class Deck:
     empty_chunks: list[dict[str, Any]]  # the ledger: chunk_index, pages, reason
     dropped: int  # cards that validation or grounding dropped
     duplicates_removed: int  # cards streamed but left out of the deck as near-duplicates
+    dropped_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)  # most frequent first
 
 
 def store_deck(
@@ -79,6 +80,7 @@ def store_deck(
     *,
     empty_chunks: Sequence[dict[str, Any]] = (),
     dropped: int = 0,
+    dropped_by_reason: Mapping[str, int] | None = None,
     duplicates_removed: int = 0,
 ) -> str:
     key = f"decks/{document_id}/g{generation}.json"
@@ -87,6 +89,7 @@ def store_deck(
         "cards": [card_to_json(c) for c in cards],
         "empty_chunks": list(empty_chunks),
         "dropped": dropped,
+        "dropped_by_reason": dict(dropped_by_reason or {}),
         "duplicates_removed": duplicates_removed,
     }
     return blobs.put_json(key, deck)
@@ -94,10 +97,13 @@ def store_deck(
 
 def load_deck(blobs: BlobStore, uri: str) -> Deck:
     raw = blobs.get_json(uri)
+    dropped = raw.get("dropped", 0)
     return Deck(
         status=raw["status"],
         cards=[card_from_json(c) for c in raw["cards"]],
         empty_chunks=raw.get("empty_chunks", []),  # decks written before the ledger have none
-        dropped=raw.get("dropped", 0),
+        dropped=dropped,
         duplicates_removed=raw.get("duplicates_removed", 0),
+        # Decks written before the reasons were kept: their drops count as UNRECORDED.
+        dropped_by_reason=raw.get("dropped_by_reason", {UNRECORDED: dropped} if dropped else {}),
     )

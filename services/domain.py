@@ -9,6 +9,8 @@ Kafka; extraction, chunking and generation produce and consume them.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -97,6 +99,14 @@ class Card:
     needs_review: bool = False
     tags: tuple[str, ...] = field(default_factory=tuple)
     review: str | None = None  # why it needs review: "the question points at its source", …
+
+
+UNRECORDED = "reason not recorded"  # cards and events written before reasons were kept
+
+
+def count_reasons(reasons: Iterable[str]) -> dict[str, int]:
+    """How often each reason occurs, the most frequent first."""
+    return dict(Counter(reasons).most_common())
 
 
 def card_id(document_id: str, generation: int, chunk_index: int, index: int) -> str:

@@ -105,6 +105,7 @@ class CardsGenerated(Event):
     elapsed_ms: int
     pages: list[str] = []  # labels of the pages the chunk spans (added in the second schema)
     empty_reason: str | None = None  # why the chunk gave no cards, when it gave none
+    dropped_reasons: dict[str, int] = {}  # dropped cards by reason (added in the fourth schema)
 
 
 class ChunkFailed(Event):

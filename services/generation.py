@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from services.domain import Card, CardType, Chunk, card_id
+from services.domain import UNRECORDED, Card, CardType, Chunk, card_id, count_reasons
 from services.errors import BadModelOutput, RetryableError
 from services.llm import Completion, LLMClient, Profile
 from services.prompting import RawCard, UnreadableOutput, parse_json_cards, parse_qa_pairs, render_prompt
@@ -78,6 +78,9 @@ _LEANS_ON_SOURCE = re.compile(
 REPEATS_QUESTION = "the answer only repeats the question"
 WEAK_SUPPORT = "only {:.0%} of the answer's key terms occur in the source text"
 POINTS_AT_SOURCE = "the question points at its source, not at what it asks about"
+# Review reasons without their figures, to count cards by reason in the deck's quality.
+WEAK_SUPPORT_KIND = "some of the answer's key terms do not occur in the source text"
+_WEAK_SUPPORT = re.compile(re.escape(WEAK_SUPPORT).replace(r"\{:\.0%\}", r"\d+%"))
 
 
 @dataclass(slots=True)
@@ -107,10 +110,17 @@ def empty_reason(dropped: Sequence[tuple[str, str]]) -> str:
     """Why a chunk gave no card, from what was dropped: "not supported by the text (3); …"."""
     if not dropped:
         return "the model returned no cards"
-    counts: dict[str, int] = {}
-    for _, reason in dropped:
-        counts[reason] = counts.get(reason, 0) + 1
-    return "; ".join(f"{r} ({n})" if n > 1 else r for r, n in sorted(counts.items(), key=lambda rn: -rn[1]))
+    counts = count_reasons(reason for _, reason in dropped)
+    return "; ".join(f"{r} ({n})" if n > 1 else r for r, n in counts.items())
+
+
+def review_kinds(card: Card) -> list[str]:
+    """Why a card needs review, without figures: "only 75% of …" counts as WEAK_SUPPORT_KIND."""
+    if not card.needs_review:
+        return []
+    if not card.review:
+        return [UNRECORDED]
+    return [WEAK_SUPPORT_KIND if _WEAK_SUPPORT.fullmatch(r) else r for r in card.review.split("; ")]
 
 
 def normalise(text: str) -> str:

@@ -3,8 +3,9 @@
 It behaves like a real server where it matters to the pipeline: ``capacity`` requests are
 served at once and the rest queue (a server's slots); each call takes ``latency_s`` plus
 ``completion_tokens / tokens_per_s``; faults are injected from a seeded RNG (503 with
-Retry-After, 200 with garbage, answers slower than a client's timeout, a down period).
-Its cards are built from the prompt's own text, so they pass validation and grounding:
+Retry-After, 200 with garbage, answers slower than a client's timeout, a down period, an
+answer with one made-up card the text does not support). Its cards are built from the
+prompt's own text, so they pass validation and grounding:
 
     "What do we learn about chloroplasts?" → "which contain the green pigment chlorophyll"
 """
@@ -41,6 +42,7 @@ class SimConfig:
     tokens_per_s: float = 0.0  # decode rate per request; 0: instant
     error_rate: float = 0.0  # 503 + Retry-After
     garbage_rate: float = 0.0  # 200 with unreadable content
+    unsupported_rate: float = 0.0  # answers that open with a card the text does not support
     slow_rate: float = 0.0  # answers delayed by slow_s more
     slow_s: float = 0.0
     down_for_s: float = 0.0  # 503 to everything for this long after start (or /admin/faults)
@@ -49,7 +51,15 @@ class SimConfig:
     model: str = "deckstream-sim"
 
 
-_FAULTS = ("latency_s", "error_rate", "garbage_rate", "slow_rate", "slow_s", "retry_after_s")
+_FAULTS = (
+    "latency_s",
+    "error_rate",
+    "garbage_rate",
+    "unsupported_rate",
+    "slow_rate",
+    "slow_s",
+    "retry_after_s",
+)
 
 
 def ideal_time(n_requests: int, cfg: SimConfig, completion_tokens: int = 0) -> float:
@@ -85,6 +95,17 @@ def _facts(text: str) -> list[tuple[str, str, str]]:
     return facts
 
 
+# A card no course text supports (the `unsupported_rate` fault): grounding must drop it.
+MADE_UP = {
+    "basic": {
+        "type": "basic",
+        "front": "Which planet has the Great Red Spot?",
+        "back": "Jupiter, a gas giant",
+    },
+    "cloze": {"type": "cloze", "front": "{{c1::Jupiter}} has the Great Red Spot.", "back": "Jupiter"},
+}
+
+
 def _card(fact: tuple[str, str, str], kind: str) -> dict[str, str]:
     topic, rest, sentence = fact
     if kind == "cloze":
@@ -103,12 +124,16 @@ class _Sim:
         counters = (
             "requests served in_flight max_concurrent errors_injected garbage_injected completion_tokens"
         )
-        self.stats = dict.fromkeys([*counters.split(), "slow_injected", "down_rejections"], 0)
+        more = ["slow_injected", "down_rejections", "unsupported_injected"]
+        self.stats = dict.fromkeys([*counters.split(), *more], 0)
 
-    def fault(self) -> tuple[bool, bool, bool]:
-        draws = [self.rng.random() for _ in range(3)]  # always three: deterministic per request
+    def fault(self) -> tuple[bool, bool, bool, bool]:
+        """Whether to answer 503, garbage, slowly, with a made-up card."""
+        draws = [self.rng.random() for _ in range(4)]  # always four: deterministic per request
         cfg = self.cfg
-        return draws[0] < cfg.error_rate, draws[1] < cfg.garbage_rate, draws[2] < cfg.slow_rate
+        rates = (cfg.error_rate, cfg.garbage_rate, cfg.slow_rate, cfg.unsupported_rate)
+        error, garbage, slow, unsupported = (draw < rate for draw, rate in zip(draws, rates, strict=True))
+        return error, garbage, slow, unsupported
 
     def unavailable(self, reason: str) -> JSONResponse:
         headers = {"Retry-After": f"{self.cfg.retry_after_s:g}"}
@@ -124,11 +149,14 @@ class _Sim:
         if time.monotonic() < self.down_until:
             self.stats["down_rejections"] += 1
             return self.unavailable("simulated outage")
-        error, garbage, slow = self.fault()
+        error, garbage, slow, unsupported = self.fault()
         if error:
             self.stats["errors_injected"] += 1
             return self.unavailable("simulated overload")
-        text = _chat_answer(body, source) if chat else _completion_answer(source, body.get("stop"))
+        if unsupported:
+            self.stats["unsupported_injected"] += 1
+        answer = _chat_answer if chat else _completion_answer
+        text = answer(body, source, made_up=unsupported)
         if garbage:
             self.stats["garbage_injected"] += 1
             text = '{"cards": [{"front": "unterminated' if chat else "I cannot help with that."
@@ -175,19 +203,21 @@ def _completion_source(body: dict[str, Any]) -> str:
     return prompt.rsplit("Text:", 1)[-1].rsplit("\nQ:", 1)[0]
 
 
-def _chat_answer(body: dict[str, Any], source: str) -> str:
+def _chat_answer(body: dict[str, Any], source: str, made_up: bool = False) -> str:
     schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("schema") or {}
     cards_schema = schema.get("properties", {}).get("cards", {})
     kinds = cards_schema.get("items", {}).get("properties", {}).get("type", {}).get("enum") or ["basic"]
-    facts = _facts(source)[: int(cards_schema.get("maxItems", 4))]
-    return json.dumps({"cards": [_card(f, kinds[i % len(kinds)]) for i, f in enumerate(facts)]})
+    facts = _facts(source)[: int(cards_schema.get("maxItems", 4)) - made_up]
+    cards = [MADE_UP[kinds[0]]] if made_up else []
+    return json.dumps({"cards": cards + [_card(f, kinds[i % len(kinds)]) for i, f in enumerate(facts)]})
 
 
-def _completion_answer(source: str, stop: list[str] | None) -> str:
-    pairs = [_card(f, "basic") for f in _facts(source)[:3]]
+def _completion_answer(body: dict[str, Any], source: str, made_up: bool = False) -> str:
+    pairs = [MADE_UP["basic"]] if made_up else []
+    pairs += [_card(f, "basic") for f in _facts(source)[: 3 - made_up]]
     text = "\nQ: ".join(f"{c['front']}\nA: {c['back']}" for c in pairs)
     text = " " + text if text else "\n\n"
-    for s in stop or ():
+    for s in body.get("stop") or ():
         text = text.split(s, 1)[0]
     return text
 

@@ -11,11 +11,13 @@ counters, and a document finishes exactly once per round (a retry opens a new ro
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pydantic import BaseModel
 
+from services.domain import UNRECORDED
 from services.events import (
     CancelDocument,
     CardsGenerated,
@@ -52,6 +54,7 @@ class DocumentState(BaseModel):
     failed: dict[int, ChunkFailed] = {}
     empty: dict[int, EmptyChunk] = {}  # chunks done without a card, and why
     dropped: dict[int, int] = {}  # chunk index -> cards its validation or grounding dropped
+    dropped_reasons: dict[int, dict[str, int]] = {}  # chunk index -> those cards by reason
     error: str | None = None
     finished: bool = False
     upload: DocumentUploaded | None = None  # what to send again if the document stalls
@@ -80,6 +83,7 @@ class AssembleDeck:
     failures: list[ChunkFailure]
     empty: list[EmptyChunk]
     dropped: int
+    dropped_by_reason: dict[str, int]  # the most frequent reason first
 
 
 @dataclass(slots=True)
@@ -135,9 +139,24 @@ def _finish(st: DocumentState, out: Outcome) -> None:
     failures = [ChunkFailure(chunk_index=i, reason=f.reason) for i, f in sorted(st.failed.items())]
     empty = [st.empty[i] for i in sorted(st.empty)]
     out.deck = AssembleDeck(
-        status=st.status, failures=failures, empty=empty, dropped=sum(st.dropped.values())
+        status=st.status,
+        failures=failures,
+        empty=empty,
+        dropped=sum(st.dropped.values()),
+        dropped_by_reason=_dropped_by_reason(st),
     )
     out.progress.append(snapshot(st, "done"))
+
+
+def _dropped_by_reason(st: DocumentState) -> dict[str, int]:
+    """Dropped cards by reason over the document; events from before reasons were kept count
+    as UNRECORDED."""
+    counts: Counter[str] = Counter()
+    for chunk_index, dropped in st.dropped.items():
+        reasons = st.dropped_reasons.get(chunk_index, {})
+        counts.update(reasons)
+        counts[UNRECORDED] += dropped - sum(reasons.values())
+    return {reason: n for reason, n in counts.most_common() if n > 0}
 
 
 def track(state: DocumentState | None, event: Event) -> Outcome:
@@ -178,8 +197,15 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
     if event.generation != state.generation:
         return Outcome(state)
     # A new state with its own containers; the values in them (ints, frozen events) are shared.
-    containers = {"pages": list(state.pages), "done": dict(state.done), "failed": dict(state.failed)}
-    st = state.model_copy(update=containers | {"empty": dict(state.empty), "dropped": dict(state.dropped)})
+    containers = {
+        "pages": list(state.pages),
+        "done": dict(state.done),
+        "failed": dict(state.failed),
+        "empty": dict(state.empty),
+        "dropped": dict(state.dropped),
+        "dropped_reasons": dict(state.dropped_reasons),
+    }
+    st = state.model_copy(update=containers)
     out = Outcome(st)
     if isinstance(event, CancelDocument):
         if st.status not in TERMINAL:
@@ -229,6 +255,8 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
         st.done[event.chunk_index] = len(event.cards)
         if event.dropped:
             st.dropped[event.chunk_index] = event.dropped
+        if event.dropped_reasons:
+            st.dropped_reasons[event.chunk_index] = event.dropped_reasons
         if not event.cards:
             reason = event.empty_reason or "the model returned no cards"
             st.empty[event.chunk_index] = EmptyChunk(

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Response
 from api.deps import CallerDep, StateDep
 from api.routes.documents import find
 from services.decks import Deck, collect_cards, load_deck
-from services.domain import Card
+from services.domain import Card, count_reasons
+from services.generation import review_kinds
 
 router = APIRouter(prefix="/v1/decks", tags=["decks"])
 
@@ -74,7 +75,9 @@ async def get_deck(
         "quality": {
             "cards": len(cards),
             "needs_review": sum(c.needs_review for c in cards),
+            "needs_review_by_reason": count_reasons(k for c in cards for k in review_kinds(c)),
             "dropped": deck.dropped if deck else None,
+            "dropped_by_reason": deck.dropped_by_reason if deck else None,
             "duplicates_removed": deck.duplicates_removed if deck else None,
         },
         "empty_chunks": deck.empty_chunks if deck else [],

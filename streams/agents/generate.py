@@ -20,7 +20,7 @@ import structlog
 
 from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.decks import store_chunk_cards
-from services.domain import Card, Chunk
+from services.domain import Card, Chunk, count_reasons
 from services.errors import DeckstreamError, RetryableError
 from services.events import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
 from services.generation import GenerationResult, cards_from_answer, empty_reason, generate_cards
@@ -139,7 +139,7 @@ def register(
             await done(
                 ev,
                 hit.cards,
-                dropped=len(hit.dropped),
+                dropped=hit.dropped,
                 attempts=0,
                 version=version,
                 started=started,
@@ -233,7 +233,7 @@ def register(
         await done(
             ev,
             result.cards,
-            dropped=len(result.dropped),
+            dropped=result.dropped,
             attempts=result.attempts,
             version=version,
             started=started,
@@ -244,7 +244,7 @@ def register(
         ev: ChunkCreated,
         made: list[Card],
         *,
-        dropped: int,
+        dropped: list[tuple[str, str]],
         attempts: int,
         version: str,
         started: float,
@@ -257,7 +257,8 @@ def register(
                 **ev.ids(),
                 chunk_index=ev.chunk_index,
                 cards=made,
-                dropped=dropped,
+                dropped=len(dropped),
+                dropped_reasons=count_reasons(reason for _, reason in dropped),
                 attempts=attempts,
                 model=cfg.model,
                 prompt_version=version,

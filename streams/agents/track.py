@@ -154,6 +154,7 @@ def register(
                     cards,
                     empty_chunks=[e.model_dump() for e in out.deck.empty],
                     dropped=out.deck.dropped,
+                    dropped_by_reason=out.deck.dropped_by_reason,
                     duplicates_removed=max(0, st.cards - len(cards)),
                 )
             )

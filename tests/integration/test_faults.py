@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ NO_FAULTS = {
     "latency_s": 0.05,
     "error_rate": 0,
     "garbage_rate": 0,
+    "unsupported_rate": 0,
     "slow_rate": 0,
     "slow_s": 0,
     "retry_after_s": 1.0,
@@ -346,6 +348,32 @@ def test_garbage_answers_fail_chunks_with_the_reason_and_a_retry_reruns_only_tho
     status = settled(client, doc)
     assert status["status"] == "completed" and status["failures"] == []
     assert client.http.post(f"/v1/documents/{doc}/retry").status_code == 409
+
+
+def test_made_up_cards_never_reach_the_deck_which_counts_them_by_reason(
+    client: DeckstreamClient, sim_url: str, tmp_path: Path
+) -> None:
+    notes = tmp_path / "biology-notes.txt"
+    nonce = uuid.uuid4().hex  # text no earlier test sent: every chunk asks the LLM
+    notes.write_text(f"Notes {nonce}. {PLANTS}\n\nNotes {nonce}. {CELLS}\n")
+    set_faults(sim_url, unsupported_rate=1.0)  # every answer opens with a card about Jupiter
+    before = sim_stats(sim_url)["unsupported_injected"]
+
+    doc = upload(client, notes)
+    events = follow(client, doc)
+    final = events[-1].data
+    settled(client, doc)
+
+    assert final["status"] == "completed", final
+    made_up = sim_stats(sim_url)["unsupported_injected"] - before
+    assert made_up >= final["chunks_total"] > 0
+    deck = client.deck(doc).json()
+    streamed = [e.data for e in events if e.event == "card"]
+    assert deck["cards"] and streamed
+    assert not [c for c in streamed + deck["cards"] if "Jupiter" in c["front"] + c["back"]]
+    quality = deck["quality"]
+    assert quality["dropped"] == made_up
+    assert quality["dropped_by_reason"] == {"not supported by the text": made_up}
 
 
 def test_answers_slower_than_the_timeout_fail_the_chunk_after_its_rounds(

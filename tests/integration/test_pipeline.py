@@ -107,6 +107,10 @@ def test_upload_streams_progress_and_yields_a_cited_deck(
         cards
     )
     assert quality["needs_review"] == sum(c["needs_review"] for c in cards) and quality["dropped"] >= 0
+    # Every dropped card, and every card to check, is counted under a reason (a card may have two).
+    assert sum(quality["dropped_by_reason"].values()) == quality["dropped"]
+    assert "reason not recorded" not in quality["dropped_by_reason"] | quality["needs_review_by_reason"]
+    assert sum(quality["needs_review_by_reason"].values()) >= quality["needs_review"]
 
 
 def test_last_event_id_resumes_after_the_given_event(client: DeckstreamClient) -> None:

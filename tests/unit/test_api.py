@@ -217,6 +217,9 @@ def test_the_csv_deck_says_which_cards_need_review(client: TestClient, parts: tu
         (True, None),
         (True, "it points"),
     ]
+    # Counted by reason while the document runs; what was dropped is known once it is assembled.
+    assert deck["quality"]["needs_review_by_reason"] == {"reason not recorded": 1, "it points": 1}
+    assert deck["quality"]["dropped_by_reason"] is None
 
 
 def test_a_document_waiting_for_the_llm_says_so_until_it_moves_again(
@@ -260,6 +263,7 @@ def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tupl
         [card],
         empty_chunks=empty,
         dropped=4,
+        dropped_by_reason={"not supported by the text": 3, "invalid cloze syntax": 1},
         duplicates_removed=2,
     )
     hub.feed(progress("d2", kind="done", status="partial", chunks_failed=1))
@@ -281,7 +285,14 @@ def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tupl
     assert deck["complete"] is True and deck["cards"][0]["type"] == "cloze"
     assert deck["failures"] == [{"chunk_index": 1, "reason": "LLM timed out"}]
     assert deck["empty_chunks"] == empty
-    assert deck["quality"] == {"cards": 1, "needs_review": 0, "dropped": 4, "duplicates_removed": 2}
+    assert deck["quality"] == {
+        "cards": 1,
+        "needs_review": 0,
+        "needs_review_by_reason": {},
+        "dropped": 4,
+        "dropped_by_reason": {"not supported by the text": 3, "invalid cloze syntax": 1},
+        "duplicates_removed": 2,
+    }
     assert client.get("/v1/documents/d2", headers=AUTH).json()["failures"][0]["reason"] == "LLM timed out"
 
 

@@ -150,10 +150,32 @@ def test_deck_is_the_union_of_chunk_cards_in_order_without_exact_repeats(tmp_pat
     cards = collect_cards(blobs, "d", 1)
     assert [c.card_id for c in cards] == ["a", "b", "c"]  # redelivery overwrote chunk 1; gen 2 apart
     empty = [{"chunk_index": 3, "pages": ["iv"], "reason": "not supported by the text (2)"}]
-    uri = store_deck(blobs, "d", 1, "completed", cards, empty_chunks=empty, dropped=2, duplicates_removed=1)
+    why = {"not supported by the text": 2}
+    uri = store_deck(
+        blobs,
+        "d",
+        1,
+        "completed",
+        cards,
+        empty_chunks=empty,
+        dropped=2,
+        dropped_by_reason=why,
+        duplicates_removed=1,
+    )
     deck = load_deck(blobs, uri)
     assert deck.cards == cards and deck.empty_chunks == empty
     assert (deck.status, deck.dropped, deck.duplicates_removed) == ("completed", 2, 1)
+    assert deck.dropped_by_reason == why
+
+
+def test_a_deck_written_before_drop_reasons_were_kept_reads_as_reason_not_recorded(tmp_path: Path) -> None:
+    blobs = LocalBlobStore(tmp_path)
+    old = {"status": "completed", "cards": [], "empty_chunks": [], "dropped": 3, "duplicates_removed": 0}
+    assert load_deck(blobs, blobs.put_json("decks/d/g1.json", old)).dropped_by_reason == {
+        "reason not recorded": 3
+    }
+    none = blobs.put_json("decks/e/g1.json", old | {"dropped": 0})
+    assert load_deck(blobs, none).dropped_by_reason == {}
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections.abc import Sequence
@@ -11,16 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.domain import Chunk, Segment, card_id
+from services.domain import Chunk, Segment, card_id, count_reasons
 from services.errors import BadModelOutput, PermanentError, RetryableError
 from services.generation import (
     NOT_SUPPORTED,
     POINTS_AT_SOURCE,
     REPEATS_QUESTION,
+    WEAK_SUPPORT_KIND,
     GenerationResult,
     answer_only,
     generate_cards,
     key_terms,
+    review_kinds,
 )
 from services.llm import Completion, Profile, Prompt
 from services.prompting import render_prompt
@@ -266,6 +269,25 @@ async def test_a_card_the_text_does_not_support_is_dropped() -> None:
     assert 0.5 <= result.cards[0].support < 0.8
     assert result.cards[0].review == "only 75% of the answer's key terms occur in the source text"
     assert result.cards[1].review is None
+
+
+async def test_cards_needing_review_are_counted_by_reason_without_their_figures() -> None:
+    answer = cards_json(
+        ("How are lists and tuples different?", "Lists are mutable ordered sequences"),  # 75%
+        ("What does the text say about the differences of lists and tuples?", "Lists are mutable sequences"),
+        ("What does len return?", "How many items a list holds"),
+    )
+    result = await run(FakeLLM(answer))
+    kinds = [review_kinds(c) for c in result.cards]
+    assert kinds == [[WEAK_SUPPORT_KIND], [WEAK_SUPPORT_KIND, POINTS_AT_SOURCE], []]
+    assert "67%" in (result.cards[1].review or "")
+    legacy = dataclasses.replace(result.cards[2], needs_review=True)  # flagged before reasons were kept
+    assert review_kinds(legacy) == ["reason not recorded"]
+    assert count_reasons(k for c in [*result.cards, legacy] for k in review_kinds(c)) == {
+        WEAK_SUPPORT_KIND: 2,
+        POINTS_AT_SOURCE: 1,
+        "reason not recorded": 1,
+    }
 
 
 async def test_an_explicit_empty_answer_is_a_valid_result() -> None:

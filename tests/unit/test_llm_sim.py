@@ -13,9 +13,9 @@ import pytest
 
 from services.domain import Chunk, Segment
 from services.errors import BadModelOutput
-from services.generation import generate_cards
+from services.generation import NOT_SUPPORTED, GenerationResult, generate_cards
 from services.llm import OpenAICompatibleClient, Profile, detect_profile
-from services.llm_sim import SimConfig, create_sim_app, ideal_time
+from services.llm_sim import MADE_UP, SimConfig, create_sim_app, ideal_time
 
 CHUNK = Chunk(
     index=0,
@@ -45,6 +45,23 @@ async def sim(**config: Any) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str,
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
         yield http, app.state.sim.stats
+
+
+async def sim_cards(
+    http: httpx.AsyncClient, profile: Profile = "chat", types: tuple[str, ...] = ("basic",)
+) -> GenerationResult:
+    """The cards the real generation path makes of CHUNK with the simulator's answers."""
+    llm = OpenAICompatibleClient(http, "http://sim", "sim")
+    return await generate_cards(
+        CHUNK,
+        llm=llm,
+        profile=profile,
+        document_id="d",
+        generation=1,
+        filename="bio.pdf",
+        card_types=types,
+        per_chunk=4,
+    )
 
 
 def chat_body(text: str = "Lists hold ordered items in memory.") -> dict[str, Any]:
@@ -121,17 +138,7 @@ async def test_answers_carry_usage_and_respect_max_tokens() -> None:
 async def test_sim_cards_pass_the_real_pipeline(profile: Profile, types: tuple[str, ...]) -> None:
     async with sim(latency_s=0) as (http, _):
         assert await detect_profile(http, "http://sim", "openai") == "chat"
-        llm = OpenAICompatibleClient(http, "http://sim", "sim")
-        result = await generate_cards(
-            CHUNK,
-            llm=llm,
-            profile=profile,
-            document_id="d",
-            generation=1,
-            filename="bio.pdf",
-            card_types=types,
-            per_chunk=4,
-        )
+        result = await sim_cards(http, profile, types)
     assert len(result.cards) >= 3 and result.dropped == [] and result.attempts == 1
     assert all(c.support == 1.0 and not c.needs_review for c in result.cards)
     assert {c.page for c in result.cards} == {7, 8}  # each card cites the page it came from
@@ -140,16 +147,19 @@ async def test_sim_cards_pass_the_real_pipeline(profile: Profile, types: tuple[s
 
 async def test_garbage_from_the_sim_ends_as_bad_model_output() -> None:
     async with sim(latency_s=0, garbage_rate=1.0) as (http, stats):
-        llm = OpenAICompatibleClient(http, "http://sim", "sim")
         with pytest.raises(BadModelOutput):
-            await generate_cards(
-                CHUNK,
-                llm=llm,
-                profile="chat",
-                document_id="d",
-                generation=1,
-                filename="bio.pdf",
-                card_types=("basic",),
-                per_chunk=4,
-            )
+            await sim_cards(http)
     assert stats["garbage_injected"] == 2  # the answer and its one repair retry
+
+
+@pytest.mark.parametrize(
+    ("profile", "types"), [("chat", ("basic", "cloze")), ("chat", ("cloze",)), ("completion", ("basic",))]
+)
+async def test_a_made_up_card_from_the_sim_is_dropped_as_unsupported(
+    profile: Profile, types: tuple[str, ...]
+) -> None:
+    async with sim(latency_s=0, unsupported_rate=1.0) as (http, stats):
+        result = await sim_cards(http, profile, types)
+    assert stats["unsupported_injected"] == 1
+    assert result.dropped == [(MADE_UP[types[0]]["front"], NOT_SUPPORTED)]
+    assert len(result.cards) >= 2 and all("Jupiter" not in c.front + c.back for c in result.cards)

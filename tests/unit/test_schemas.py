@@ -64,6 +64,8 @@ def _sample(schema: Any, named: dict[str, Any]) -> Any:
         return {f["name"]: _sample(f["type"], named) for f in schema["fields"]}
     if kind == "array":
         return [_sample(schema["items"], named)]
+    if kind == "map":
+        return {"key": _sample(schema["values"], named)}
     return _sample(kind, named)
 
 
@@ -169,6 +171,7 @@ def test_faust_codec_round_trips_events_and_refuses_other_values() -> None:
         ("DocumentUploaded", "pages_sent", 0),
         ("DocumentUploaded", "chunks_sent", 0),
         ("DocumentProgress", "waiting", None),
+        ("CardsGenerated", "dropped_reasons", {}),
     ],
 )
 def test_events_written_before_a_field_existed_read_with_its_default(

@@ -285,6 +285,30 @@ def test_finished_or_unknown_uploads_are_never_sent_again() -> None:
     assert stalled(orphan, now_ms=10**13, after_ms=1) is None
 
 
+def test_the_deck_counts_dropped_cards_by_reason_across_chunks() -> None:
+    def dropping(i: int, dropped: int, reasons: dict[str, int]) -> CardsGenerated:
+        return cards(i).model_copy(update={"dropped": dropped, "dropped_reasons": reasons})
+
+    events = happy(chunks=3)
+    events[-3:] = [
+        dropping(0, 3, {"not supported by the text": 2, "duplicate card": 1}),
+        dropping(1, 2, {}),  # written before the reasons were kept
+        dropping(2, 2, {"not supported by the text": 2}),
+    ]
+    # A redelivered chunk and a state read back from its table change nothing.
+    state, outs = run([*events[:-1], events[-3]])
+    assert state is not None
+    state = DocumentState.model_validate_json(state.model_dump_json())
+    _, more = run([events[-1], events[-3]], state)
+    deck = next(o.deck for o in [*outs, *more] if o.deck is not None)
+    assert deck.dropped == 7
+    assert list(deck.dropped_by_reason.items()) == [
+        ("not supported by the text", 4),
+        ("reason not recorded", 2),
+        ("duplicate card", 1),
+    ]
+
+
 def test_chunks_without_cards_are_in_the_decks_ledger_with_the_reason_and_pages() -> None:
     nothing = CardsGenerated(
         **IDS,

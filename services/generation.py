@@ -63,9 +63,10 @@ _YES_NO = re.compile(
     r"\s*(?:is|are|was|were|am|can|could|do|does|did|will|would|has|have|had|should|must|may|might)\b",
     re.IGNORECASE,
 )
-# "… presented in the text?", "What does the author argue?", "the code snippet provided", "the
-# following statement": the question only makes sense beside its source.
-_SOURCE = r"(?:text|passage|excerpt|extract|snippet|article|author)"
+# "… presented in the text?", "What does the author argue?", "the code snippet provided", "…
+# of `y` in the code snippet?", "the following statement": the question only makes sense beside
+# its source.
+_SOURCE = r"(?:text|passage|excerpt|extract|(?:code\s+)?snippet|article|author)"
 _LEANS_ON_SOURCE = re.compile(
     rf"\b(?:the|this|that|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
     r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"

@@ -23,6 +23,7 @@ from services.generation import (
     answer_only,
     generate_cards,
     key_terms,
+    leans_on_source,
     review_kinds,
 )
 from services.llm import Completion, Profile, Prompt
@@ -229,6 +230,28 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
         (False, None, 1.0),
         (False, None, 1.0),  # "the text of" names a text: it asks about something
     ]
+
+
+@pytest.mark.parametrize(
+    ("front", "leans"),
+    [
+        ("What is the main argument presented in the text?", True),
+        ("What does the author argue about copyright?", True),
+        ("What is the output of the Python code snippet provided?", True),
+        ("What is the type of the variable `y` in the code snippet?", True),
+        ("According to the passage, why do tuples exist?", True),
+        ("What does the following statement print?", True),
+        # These name a thing called text, author or snippet: they ask about it.
+        ("What is a text editor used for?", False),
+        ("What does the text of the First Amendment protect?", False),
+        ("Who is the author of Free Culture?", False),
+        ("What is a code snippet?", False),
+        ("Where do you type in the text box?", False),
+        ("What is in the text file that open() reads?", False),
+    ],
+)
+def test_a_question_points_at_its_source_only_when_it_needs_it_to_make_sense(front: str, leans: bool) -> None:
+    assert leans_on_source(front) is leans
 
 
 async def test_long_answers_are_trimmed() -> None:

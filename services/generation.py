@@ -54,6 +54,7 @@ _WORD = re.compile(r"[^\W_]+")
 _CLOZE = re.compile(r"\{\{c\d+::(.*?)(?:::[^}]*)?\}\}")
 _COPULA = re.compile(r"\s(?:is|are|was|were|means|refers to)\s", re.IGNORECASE)
 _CHOICE = re.compile(r"\bor\b", re.IGNORECASE)
+_NEGATION = re.compile(r"\b(?:not|no|never|cannot|none|nothing|neither|nor|without)\b|n't\b", re.IGNORECASE)
 _WHAT_IS = re.compile(r"\s*(?:what|who|which)\s+(?:is|are|was|were)\b", re.IGNORECASE)
 # What may open an answer on its own: a noun phrase, "to …", a name, a number, a symbol. Not
 # "represented by \n, while …" (a passive or a comparison cut in two) nor "often used as …".
@@ -164,12 +165,21 @@ def answer_only(front: str, back: str) -> str:
 
 
 def _repeats_question(front: str, back: str) -> bool:
-    """An answer that says nothing the question does not, unless the question asks yes or no
-    or offers a choice ("Which is larger, the Sun or the Moon?")."""
-    terms = key_terms(back)
+    """An answer that says the question again and nothing more: its terms are the question's,
+    and most of them ("What does append add to a list?" "Append adds to a list.").
+
+    Not an answer that picks one thing the question names ("What is the value of a after
+    (a, b) = (99, 98)?" "99"; "Which function sorts a sequence?" "sorted"), one that denies
+    ("Tuples do not have a reverse() method, while lists do."), nor the answer to a yes or no
+    question or to a choice ("Which is larger, the Sun or the Moon?").
+    """
+    terms = set(key_terms(back))
     if not terms or _YES_NO.match(front) or _CHOICE.search(front):
         return False
-    return set(terms) <= set(key_terms(front))
+    if _NEGATION.search(back) and not _NEGATION.search(front):
+        return False
+    asked = set(key_terms(front))
+    return terms <= asked and 2 * len(terms) >= len(asked)
 
 
 def leans_on_source(front: str) -> bool:

@@ -214,6 +214,47 @@ async def test_an_answer_is_the_answer_alone_not_the_question_again() -> None:
     assert not any(c.needs_review for c in result.cards)
 
 
+SLIDES = Chunk(
+    index=3,
+    segments=(
+        Segment(
+            4,
+            "Slide 4",
+            ("Tuples",),
+            ">>> y = (1, 9, 2)\n>>> print(max(y))\n9\n>>> (a, b) = (99, 98)\n>>> print(a)\n99\n"
+            "The built-in function sorted takes a sequence and returns a sorted list.\n"
+            "l.reverse() works on a list; a tuple has no attribute 'reverse'.",
+        ),
+    ),
+    tokens=60,
+)
+
+
+async def test_an_answer_that_picks_or_denies_what_the_question_names_is_not_a_repeat() -> None:
+    # Qwen 2.5 1.5B on the py4e tuples slides: each answer names one thing of several in its
+    # question, or denies; only the last says the question again.
+    answer = cards_json(
+        (
+            "What is the maximum value in the tuple (1, 9, 2)?",
+            "The maximum value in the tuple (1, 9, 2) is 9.",
+        ),
+        ("What is the value of `a` after the code `(a, b) = (99, 98)`?", "99"),
+        ("What is the built-in function that returns a sorted list?", "sorted"),
+        ("How do a tuple and a list differ on reverse()?", "A tuple does not have reverse(), a list does."),
+        ("What does the sorted function take?", "The sorted function takes a sequence."),
+        ("What does sorted return from a sequence?", "Sorted returns a sequence."),
+    )
+    result = await run(FakeLLM(answer), chunk=SLIDES)
+    assert [(c.front, c.back) for c in result.cards] == [
+        ("What is the maximum value in the tuple (1, 9, 2)?", "9."),
+        ("What is the value of `a` after the code `(a, b) = (99, 98)`?", "99"),
+        ("What is the built-in function that returns a sorted list?", "sorted"),
+        ("How do a tuple and a list differ on reverse()?", "A tuple does not have reverse(), a list does."),
+        ("What does the sorted function take?", "The sorted function takes a sequence."),  # adds "sequence"
+    ]
+    assert result.dropped == [("What does sorted return from a sequence?", REPEATS_QUESTION)]
+
+
 async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
     answer = cards_json(
         ("What does the text say about tuples?", "They are hashable"),

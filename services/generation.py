@@ -65,14 +65,14 @@ _YES_NO = re.compile(
     re.IGNORECASE,
 )
 # "… presented in the text?", "What does the author argue?", "the code snippet provided", "…
-# of `y` in the code snippet?", "the following statement": the question only makes sense beside
-# its source.
-_SOURCE = r"(?:text|passage|excerpt|extract|(?:code\s+)?snippet|article|author)"
+# of `y` in the code snippet?", "… discussed in these slides?", "the following statement": the
+# question only makes sense beside its source.
+_SOURCE = r"(?:text|passage|excerpt|extract|(?:code\s+)?snippet|article|author|slides?|chapter|document)"
 _LEANS_ON_SOURCE = re.compile(
-    rf"\b(?:the|this|that|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
+    rf"\b(?:the|this|that|these|those|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
     r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"
-    rf"|\b(?:in|from|according to)\s+(?:the|this)\s+{_SOURCE}\b"
-    r"(?!\s+(?:of|box|file|field|editor|string|mode|area)\b)"
+    rf"|\b(?:in|on|from|according to)\s+(?:the|this|these)\s+{_SOURCE}\b"
+    r"(?!\s+(?:of|box|file|field|editor|string|mode|area|store|database|type|object)\b)"
     r"|\b(?:code|example|snippet|passage|excerpt|program)\s+(?:provided|given|shown|above|below)\b"
     r"|\b(?:the|this|these)\s+(?:following|above)\b",
     re.IGNORECASE,

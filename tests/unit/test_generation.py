@@ -282,6 +282,11 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
         ("What is the type of the variable `y` in the code snippet?", True),
         ("According to the passage, why do tuples exist?", True),
         ("What does the following statement print?", True),
+        # Qwen 2.5 on the last slides of a deck
+        ("What is the main concept discussed in these slides?", True),
+        ("What is the purpose of the copyright notice on these slides?", True),
+        ("Who is the main author of these slides?", True),
+        ("What is this chapter about?", True),
         # These name a thing called text, author or snippet: they ask about it.
         ("What is a text editor used for?", False),
         ("What does the text of the First Amendment protect?", False),
@@ -289,6 +294,9 @@ async def test_a_question_that_points_at_its_text_is_kept_for_review() -> None:
         ("What is a code snippet?", False),
         ("Where do you type in the text box?", False),
         ("What is in the text file that open() reads?", False),
+        ("What is a slide rule?", False),
+        ("What does MongoDB store in the document store?", False),
+        ("What is the title of chapter 3 of Free Culture?", False),
     ],
 )
 def test_a_question_points_at_its_source_only_when_it_needs_it_to_make_sense(front: str, leans: bool) -> None:

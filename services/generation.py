@@ -67,7 +67,9 @@ _YES_NO = re.compile(
 # "… presented in the text?", "What does the author argue?", "the code snippet provided", "…
 # of `y` in the code snippet?", "… discussed in these slides?", "the following statement": the
 # question only makes sense beside its source.
-_SOURCE = r"(?:text|passage|excerpt|extract|(?:code\s+)?snippet|article|author|slides?|chapter|document)"
+_SOURCE = (
+    r"(?:text|passage|excerpt|extract|(?:code\s+)?snippet|article|author|slides?|chapter|section|document)"
+)
 _LEANS_ON_SOURCE = re.compile(
     rf"\b(?:the|this|that|these|those|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
     r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"

@@ -97,11 +97,7 @@ def _facts(text: str) -> list[tuple[str, str, str]]:
 
 # A card no course text supports (the `unsupported_rate` fault): grounding must drop it.
 MADE_UP = {
-    "basic": {
-        "type": "basic",
-        "front": "Which planet has the Great Red Spot?",
-        "back": "Jupiter, a gas giant",
-    },
+    "basic": {"type": "basic", "front": "Which planet has the Great Red Spot?", "back": "Jupiter"},
     "cloze": {"type": "cloze", "front": "{{c1::Jupiter}} has the Great Red Spot.", "back": "Jupiter"},
 }
 
@@ -153,13 +149,13 @@ class _Sim:
         if error:
             self.stats["errors_injected"] += 1
             return self.unavailable("simulated overload")
-        if unsupported:
-            self.stats["unsupported_injected"] += 1
         answer = _chat_answer if chat else _completion_answer
-        text = answer(body, source, made_up=unsupported)
+        text = answer(body, source, made_up=unsupported and not garbage)
         if garbage:
             self.stats["garbage_injected"] += 1
             text = '{"cards": [{"front": "unterminated' if chat else "I cannot help with that."
+        elif unsupported:
+            self.stats["unsupported_injected"] += 1
         max_tokens = int(body.get("max_tokens") or 1 << 30)
         finish = "length" if _tokens(text) > max_tokens else "stop"
         text = text[: max_tokens * 4]

@@ -152,6 +152,13 @@ async def test_garbage_from_the_sim_ends_as_bad_model_output() -> None:
     assert stats["garbage_injected"] == 2  # the answer and its one repair retry
 
 
+async def test_a_garbage_answer_carries_no_made_up_card_and_is_not_counted_as_one() -> None:
+    async with sim(latency_s=0, garbage_rate=1.0, unsupported_rate=1.0) as (http, stats):
+        answer = (await http.post("/v1/chat/completions", json=chat_body())).json()
+    assert "Jupiter" not in answer["choices"][0]["message"]["content"]
+    assert (stats["garbage_injected"], stats["unsupported_injected"]) == (1, 0)
+
+
 @pytest.mark.parametrize(
     ("profile", "types"), [("chat", ("basic", "cloze")), ("chat", ("cloze",)), ("completion", ("basic",))]
 )

@@ -151,6 +151,12 @@ def _trim(back: str) -> str:
     return " ".join(words[:MAX_BACK_WORDS]) + "…"
 
 
+def _restates(part: set[str], asked: set[str]) -> bool:
+    """Whether a part of an answer says the question again: its terms are the question's, and
+    most of them."""
+    return part <= asked and 2 * len(part) >= len(asked)
+
+
 def answer_only(front: str, back: str) -> str:
     """The answer without a restatement of the question before it: asked "What is the goal of
     the course?", "The goal of our course is to help you…" becomes "to help you…". Only for
@@ -160,8 +166,7 @@ def answer_only(front: str, back: str) -> str:
         return back  # "What do we know about X?" "X is…"; "the difference between A and B"
     asked, head = set(key_terms(front)), set(key_terms(back[: copula.start()]))
     rest = back[copula.end() :].strip()
-    # The head restates the question: its terms are the question's, and most of them.
-    if head <= asked and 2 * len(head) >= len(asked) and key_terms(rest) and _ANSWER_START.match(rest):
+    if _restates(head, asked) and key_terms(rest) and _ANSWER_START.match(rest):
         return rest
     return back
 
@@ -180,8 +185,7 @@ def _repeats_question(front: str, back: str) -> bool:
         return False
     if _NEGATION.search(back) and not _NEGATION.search(front):
         return False
-    asked = set(key_terms(front))
-    return terms <= asked and 2 * len(terms) >= len(asked)
+    return _restates(terms, set(key_terms(front)))
 
 
 def leans_on_source(front: str) -> bool:

@@ -17,11 +17,11 @@ from api import problems
 from api.deps import ApiState
 from api.hub import ProgressHub
 from api.routes import decks, documents, events, health
-from services.blobs import LocalBlobStore
-from services.credentials import load_or_create_token
-from services.http import KEEPALIVE_EXPIRY_S
-from services.publisher import EventPublisher, KafkaPublisher
+from services.events.publisher import EventPublisher, KafkaPublisher
+from services.llm.pools import KEEPALIVE_EXPIRY_S
 from services.settings import Settings, get_settings
+from services.storage.api_token import load_or_create_token
+from services.storage.blobs import LocalBlobStore
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"

@@ -10,9 +10,9 @@ from fastapi import Depends, Request
 
 from api.hub import ProgressHub
 from api.problems import Problem
-from services.blobs import BlobStore
-from services.publisher import EventPublisher
+from services.events.publisher import EventPublisher
 from services.settings import Settings
+from services.storage.blobs import BlobStore
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from services import topics
-from services.events import DeckAssembled, DocumentProgress, decode
+from services.events import topics
+from services.events.models import DeckAssembled, DocumentProgress, decode
 
 log = structlog.get_logger(__name__)
 LOG_LIMIT = 20_000  # client events kept per document for replay

@@ -32,7 +32,7 @@ from deckstream.corpus import CORPUS
 from services.domain import ExtractionEnded, Page
 from services.errors import InputRejected
 from services.extraction import Sandbox, extract, extract_isolated
-from services.extraction.worker import Event
+from services.extraction.ledger import Event
 from services.settings import LimitSettings
 
 fitz: Any = pymupdf  # untyped methods

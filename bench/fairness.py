@@ -14,7 +14,7 @@ import sys
 import time
 
 from bench.harness import BOOK, CORPUS, TERMINAL, run_document, sim_stack
-from services.llm_sim import SimConfig
+from infra.llm.sim import SimConfig
 
 SIM = SimConfig(latency_s=0.2, capacity=8, tokens_per_s=0.0)
 TEN_PAGES = CORPUS / "bee4750_hw01_julia-intro.pdf"

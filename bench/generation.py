@@ -47,15 +47,15 @@ import httpx
 from bench.cpu import cpu_meter
 from bench.harness import BOOK, BenchStack, deck_size, llm_stack, run_document, sim_stack, start_sim
 from bench.pipeline import SIM
-from services.card_cache import cards_for_chunk
-from services.chunking import chunk_pages
+from infra.llm.sim import SimConfig, ideal_time
+from infra.process import terminate
+from services.cards.cache import cards_for_chunk
+from services.cards.prompting import render_prompt
+from services.documents.chunking import chunk_pages
 from services.domain import Chunk, Page
 from services.extraction import extract
-from services.http import llm_http_client
-from services.llm import Profile, build_llm_client, detect_profile, http_timeout
-from services.llm_sim import SimConfig, ideal_time
-from services.process import terminate
-from services.prompting import render_prompt
+from services.llm.client import Profile, build_llm_client, detect_profile, http_timeout
+from services.llm.pools import llm_http_client
 from services.settings import LLMSettings, Settings
 
 GPU_MODEL = SimConfig(capacity=64, latency_s=0.3, tokens_per_s=20.0)

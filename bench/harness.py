@@ -25,9 +25,9 @@ from deckstream.client import DeckstreamClient
 from deckstream.corpus import CORPUS
 from deckstream.stack import Stack, start_stack
 from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
-from services import topics
-from services.llm_sim import SimConfig
-from services.process import die_with_parent, free_port, terminate, wait_until
+from infra.llm.sim import SimConfig
+from infra.process import die_with_parent, free_port, terminate, wait_until
+from services.events import topics
 from services.settings import Settings
 
 BOOK = CORPUS / "freeculture_lessig_352p.pdf"

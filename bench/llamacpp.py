@@ -20,12 +20,12 @@ from typing import Any
 import httpx
 
 from deckstream.corpus import CORPUS
+from infra.llm.server import start_local_llm
+from services.cards.rules import generate_cards
 from services.domain import Chunk, Segment
 from services.errors import DeckstreamError
-from services.generation import generate_cards
-from services.llm import Completion, LLMClient, OpenAICompatibleClient, Prompt
-from services.llm_server import start_local_llm
-from services.scheduler import InflightScheduler
+from services.llm.client import Completion, LLMClient, OpenAICompatibleClient, Prompt
+from services.llm.scheduler import InflightScheduler
 from services.settings import get_settings
 
 SYLLABUS = CORPUS / "bee4750_syllabus.docx"

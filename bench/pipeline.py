@@ -14,7 +14,7 @@ import sys
 import time
 
 from bench.harness import BOOK, SMALL, run_document, sim_stack
-from services.llm_sim import SimConfig, ideal_time
+from infra.llm.sim import SimConfig, ideal_time
 
 SIM = SimConfig(latency_s=0.05, capacity=64, tokens_per_s=0.0)
 

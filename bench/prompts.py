@@ -20,7 +20,7 @@ A v2 of the chat prompt was tried with it and not kept: asking for questions tha
 their own and answers that do not repeat the question changed neither share beyond noise on
 Qwen 2.5 1.5B (54 cards a version), and kept fewer cards (46 against 49). Naming "the text"
 as a thing to avoid made the model write it more often. The validation in
-``services/generation.py`` does that work instead.
+``services/cards/rules.py`` does that work instead.
 """
 
 from __future__ import annotations
@@ -40,13 +40,13 @@ import httpx
 from bench.generation import chunks_of, pages_of
 from bench.llamacpp import Counting
 from deckstream.corpus import CORPUS
-from services.card_cache import cards_for_chunk
+from infra.llm.server import MODELS, start_local_llm
+from services.cards.cache import cards_for_chunk
+from services.cards.prompting import UnreadableOutput, parse_json_cards, parse_qa_pairs, prompt_version
+from services.cards.rules import answer_only, generate_cards, leans_on_source
 from services.domain import Chunk
 from services.errors import DeckstreamError
-from services.generation import answer_only, generate_cards, leans_on_source
-from services.llm import Completion, OpenAICompatibleClient, Profile, detect_profile
-from services.llm_server import MODELS, start_local_llm
-from services.prompting import UnreadableOutput, parse_json_cards, parse_qa_pairs, prompt_version
+from services.llm.client import Completion, OpenAICompatibleClient, Profile, detect_profile
 from services.settings import get_settings
 
 DOCUMENTS = (

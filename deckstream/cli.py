@@ -11,10 +11,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from services.credentials import load_or_create_token
+from infra.process import raise_keyboard_interrupt
 from services.logs import configure_logging
-from services.process import raise_keyboard_interrupt
 from services.settings import get_settings
+from services.storage.api_token import load_or_create_token
 
 app = typer.Typer(
     help="deckstream: course material in, cited flashcard decks out, streamed through Kafka.",
@@ -76,7 +76,7 @@ ParentOption = Annotated[
 
 def _watch_parent(parent: int) -> None:
     if parent:
-        from services.process import exit_when_orphaned
+        from infra.process import exit_when_orphaned
 
         exit_when_orphaned(parent)
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from services.http import KEEPALIVE_EXPIRY_S
+from services.llm.pools import KEEPALIVE_EXPIRY_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ class DeckstreamClient:
             base_url=base_url,
             headers={"Authorization": f"Bearer {token}"},
             timeout=httpx.Timeout(timeout_s, read=None),
-            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),  # see services/http.py
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),  # see services/llm/pools.py
         )
 
     def close(self) -> None:

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from deckstream.client import DeckstreamClient
 from deckstream.stack import start_stack
-from services.credentials import load_or_create_token
 from services.settings import Settings
+from services.storage.api_token import load_or_create_token
 
 
 def run_demo(settings: Settings, file: Path, *, cloze: bool, console: Console) -> int:

@@ -32,8 +32,8 @@ from infra.kafka.launcher import (
     stop_broker,
     write_state,
 )
-from services import topics
-from services.process import pid_alive, raise_keyboard_interrupt
+from infra.process import pid_alive, raise_keyboard_interrupt
+from services.events import topics
 from services.settings import Settings, get_settings
 
 app = typer.Typer(

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from services.process import raise_keyboard_interrupt
+from infra.process import raise_keyboard_interrupt
 
 app = typer.Typer(help="Run the local llama.cpp server or the LLM simulator.", no_args_is_help=True)
 err = Console(stderr=True)
@@ -29,8 +29,8 @@ def serve(
     n_parallel: Annotated[int, typer.Option(help="requests served at once (slots)")] = 0,
 ) -> None:
     """Start the local llama.cpp server in the foreground; Ctrl-C stops it."""
+    from infra.llm.server import start_local_llm
     from services.errors import PermanentError
-    from services.llm_server import start_local_llm
     from services.settings import get_settings
 
     settings = get_settings()
@@ -85,7 +85,7 @@ def sim(
     """Run the OpenAI-compatible LLM simulator (faults can be changed at POST /admin/faults)."""
     import uvicorn
 
-    from services.llm_sim import SimConfig, create_sim_app
+    from infra.llm.sim import SimConfig, create_sim_app
 
     cfg = SimConfig(
         latency_s=latency,

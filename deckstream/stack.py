@@ -19,8 +19,8 @@ import httpx
 from pydantic import SecretStr
 
 from infra.kafka.launcher import Broker, ensure_topics, start_broker, stop_broker
-from services import topics
-from services.process import die_with_parent, free_port, terminate, wait_until
+from infra.process import die_with_parent, free_port, terminate, wait_until
+from services.events import topics
 from services.settings import Settings
 
 WORKER_READY = b"Ready"
@@ -47,7 +47,7 @@ class Stack:
     settings: Settings  # resolved: bootstrap and LLM URL filled in
     logs: Path
     broker: Broker | None = None
-    llm: Any = None  # services.llm_server.RunningServer
+    llm: Any = None  # infra.llm.server.RunningServer
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)  # by name ("worker", "worker-2", "api")
     api_url: str | None = None
@@ -93,7 +93,7 @@ def start_llm_for(stack: Stack) -> None:
     s = stack.settings
     if s.llm.url:
         return
-    from services.llm_server import start_local_llm
+    from infra.llm.server import start_local_llm
 
     stack.llm = start_local_llm(
         s.llm.model,

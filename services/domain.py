@@ -2,7 +2,7 @@
 
     file ──extract──► Page* ──chunk──► Chunk* ──generate──► Card*
 
-They are plain frozen dataclasses with no I/O. Events (services/events.py) carry them over
+They are plain frozen dataclasses with no I/O. Events (services/events/models.py) carry them over
 Kafka; extraction, chunking and generation produce and consume them.
 """
 

@@ -14,12 +14,12 @@ from typing import Any
 
 import faust
 
-from services import topics
+from services.events import topics
 from services.settings import Settings
-from streams import transport
-from streams.agents import extract, generate, track
+from streams import faust_fixes
+from streams.agents import split, track, write_cards
 from streams.codec import CODEC
-from streams.resources import PipelineResources
+from streams.lifecycle import PipelineResources
 
 
 class App(faust.App):
@@ -40,10 +40,10 @@ class App(faust.App):
 
     def on_rebalance_end(self) -> None:
         """Also start fetching the stream partitions held back during the rebalance (see
-        `transport._Consumer.resume_partitions`)."""
+        `faust_fixes._Consumer.resume_partitions`)."""
         super().on_rebalance_end()
         consumer = self.consumer
-        if isinstance(consumer, transport._Consumer):
+        if isinstance(consumer, faust_fixes._Consumer):
             consumer.resume_held_back()
 
 
@@ -99,7 +99,7 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
     _streams_yield_less()
     app = App(
         f"deckstream-g{settings.generation}",
-        broker=[f"{transport.SCHEME}://{b}" for b in bootstrap.split(",")],
+        broker=[f"{faust_fixes.SCHEME}://{b}" for b in bootstrap.split(",")],
         store="memory://",
         processing_guarantee="at_least_once",
         topic_partitions=partitions,
@@ -150,8 +150,8 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
     interactive = topic(topics.CHUNKS_INTERACTIVE)
     cards = topic(topics.CARDS)
     uploads = topic(topics.UPLOADED)
-    extract.register(app, res, uploads, topic(topics.PAGES), chunks, interactive, cards)
-    generate.register(app, res, chunks, interactive, topic(topics.CHUNKS_RETRY), cards, topic(topics.DLQ))
+    split.register(app, res, uploads, topic(topics.PAGES), chunks, interactive, cards)
+    write_cards.register(app, res, chunks, interactive, topic(topics.CHUNKS_RETRY), cards, topic(topics.DLQ))
     track.register(
         app,
         res,

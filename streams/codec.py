@@ -1,4 +1,4 @@
-"""The Faust codec for our events: Avro single-object encoding (services.events)."""
+"""The Faust codec for our events: Avro single-object encoding (services.events.models)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from faust.serializers import codecs
 
-from services.events import Event, decode, encode
+from services.events.models import Event, decode, encode
 
 CODEC = "deckstream-avro"
 

@@ -51,7 +51,7 @@ def test_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def kafka_bootstrap(test_home: Path) -> Iterator[str]:
     """A real single-node Kafka broker with every pipeline topic, for the whole run."""
     from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
-    from services import topics
+    from services.events import topics
 
     broker = start_broker(test_home, heap="512m", timeout_s=180)
     try:
@@ -70,7 +70,7 @@ def llm_url(test_home: Path) -> Iterator[str]:
     on every run. With two slots the batch changed the answers: the syllabus once gave no card
     at all. One slot was also faster here (2 cores): 124-129 s for the pipeline tests, not 150.
     """
-    from services.llm_server import start_local_llm
+    from infra.llm.server import start_local_llm
 
     server = start_local_llm(
         "gemma3-270m",

@@ -11,9 +11,9 @@ from fastapi import APIRouter, Response
 
 from api.deps import CallerDep, StateDep
 from api.routes.documents import find
-from services.decks import Deck, collect_cards, load_deck
+from services.cards.rules import review_kinds
+from services.documents.decks import Deck, collect_cards, load_deck
 from services.domain import Card, count_reasons
-from services.generation import review_kinds
 
 router = APIRouter(prefix="/v1/decks", tags=["decks"])
 

@@ -13,12 +13,18 @@ from pydantic import BaseModel, Field, ValidationError
 from api.deps import ApiState, CallerDep, StateDep
 from api.hub import DocumentView
 from api.problems import Problem
-from services import topics
-from services.blobs import TooLarge
 from services.errors import EmptyFile, FileTooLarge, InputRejected
-from services.events import CancelDocument, DocumentProgress, DocumentUploaded, RetryFailedChunks, now_ms
+from services.events import topics
+from services.events.models import (
+    CancelDocument,
+    DocumentProgress,
+    DocumentUploaded,
+    RetryFailedChunks,
+    now_ms,
+)
 from services.extraction import check_upload
 from services.settings import CardSettings
+from services.storage.blobs import TooLarge
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 MULTIPART_SLACK = 64 * 1024

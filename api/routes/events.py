@@ -19,8 +19,8 @@ from api.deps import CallerDep, StateDep
 from api.hub import Position
 from api.problems import Problem
 from api.routes.documents import find
-from services.decks import card_to_json
-from services.events import DocumentProgress
+from services.documents.decks import card_to_json
+from services.events.models import DocumentProgress
 
 router = APIRouter(prefix="/v1/documents", tags=["events"])
 SNAPSHOT_FIELDS = (

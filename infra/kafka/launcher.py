@@ -40,7 +40,7 @@ from confluent_kafka.admin import AdminClient
 # NewTopic's stub lives in cimpl; confluent_kafka.admin re-exports it without declaring so.
 from confluent_kafka.cimpl import NewTopic
 
-from services.process import (
+from infra.process import (
     die_with_parent,
     free_port,
     pid_alive,
@@ -49,7 +49,7 @@ from services.process import (
     terminate_pid,
     wait_until,
 )
-from services.topics import TopicSpec
+from services.events.topics import TopicSpec
 
 HERE = Path(__file__).resolve().parent
 POM = HERE / "pom.xml"

@@ -16,8 +16,8 @@ sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
 sys.modules.setdefault("pymupdf4llm", None)  # type: ignore[arg-type]
 
 from services.extraction.isolated import Sandbox, extract_isolated  # noqa: E402
+from services.extraction.ledger import extract  # noqa: E402
 from services.extraction.limits import check_upload  # noqa: E402
 from services.extraction.tokens import count_tokens  # noqa: E402
-from services.extraction.worker import extract  # noqa: E402
 
 __all__ = ["Sandbox", "check_upload", "count_tokens", "extract", "extract_isolated"]

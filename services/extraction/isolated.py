@@ -1,6 +1,6 @@
 """Extraction in a subprocess, so a pathological file can only take down that subprocess.
 
-The child (``worker.main``) starts under ``RLIMIT_AS`` = ``extract_memory_bytes`` and
+The child (``ledger.main``) starts under ``RLIMIT_AS`` = ``extract_memory_bytes`` and
 ``RLIMIT_CPU`` ≈ the time limit, set before it imports any parser, and streams one JSON object
 per line as pages are produced: the parent yields page 1 while page 300 is still being parsed.
 The parent reads with a wall-clock deadline (``extract_timeout_s`` plus a small grace; the child
@@ -42,8 +42,8 @@ from services.errors import (
 )
 from services.settings import LimitSettings
 
+from .ledger import READY, Event, ledger_end, page_label
 from .sniff import sniff
-from .worker import READY, Event, ledger_end, page_label
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFUSALS: dict[str, type[InputRejected]] = {
@@ -61,7 +61,7 @@ _PRELUDE = """\
 import resource, sys
 resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
 resource.setrlimit(resource.RLIMIT_CPU, ({cpu}, {cpu} + 5))
-from services.extraction.worker import serve
+from services.extraction.ledger import serve
 sys.exit(serve(warm={warm}))
 """
 

@@ -13,11 +13,11 @@ from typing import Any
 import faust
 import structlog
 
-from services.decks import collect_cards, store_deck
-from services.dedup import drop_near_duplicates
-from services.events import DeckAssembled, Event, now_ms
-from services.tracking import DocumentState, Outcome, coalesce_cards, llm_notices, stalled, track
-from streams.resources import PipelineResources
+from services.cards.dedup import drop_near_duplicates
+from services.documents.decks import collect_cards, store_deck
+from services.documents.state import DocumentState, Outcome, coalesce_cards, llm_notices, stalled, track
+from services.events.models import DeckAssembled, Event, now_ms
+from streams.lifecycle import PipelineResources
 
 log = structlog.get_logger(__name__)
 LLM_REPORT_EVERY_S = 1.0
@@ -100,7 +100,7 @@ def register(
                 table[document_id.encode()] = st.model_dump_json().encode()
 
     async def reconcile() -> None:
-        """Send again what a stalled document is missing (see services.tracking.stalled)."""
+        """Send again what a stalled document is missing (see services.documents.state.stalled)."""
         nonlocal scanned
         if res.breaker.state != "closed":
             return  # the LLM is down: documents wait for it, by design

@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from services.process import free_port, wait_until
+from infra.process import free_port, wait_until
 from tests.conftest import TOKEN
 
 pytestmark = [pytest.mark.kafka, pytest.mark.llm]
@@ -49,7 +49,7 @@ def test_up_serves_the_api_and_ctrl_c_leaves_no_orphans(tmp_path: Path) -> None:
         wait_until(ready, 240, interval=0.5, what="deckstream up to be ready")
         children = psutil.Process(up.pid).children(recursive=True)
         commands = " ".join(" ".join(c.cmdline()) for c in children)
-        assert "kafka.Kafka" in commands and "services.llm_server" in commands and "worker" in commands
+        assert "kafka.Kafka" in commands and "infra.llm.server" in commands and "worker" in commands
         r = httpx.get(f"http://127.0.0.1:{port}/v1/documents", headers={"Authorization": f"Bearer {TOKEN}"})
         assert r.status_code == 200 and r.json() == []
         out = (tmp_path / "up.log").read_text()

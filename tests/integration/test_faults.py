@@ -28,12 +28,12 @@ from aiokafka import AIOKafkaConsumer
 
 from deckstream.client import DeckstreamClient, SSEEvent
 from deckstream.stack import Stack, start_stack, start_worker_for
-from services import topics
-from services.chunking import chunk_pages
+from infra.process import die_with_parent, free_port, terminate, wait_until
+from services.documents.chunking import chunk_pages
 from services.domain import Page
-from services.events import ChunkCreated, ChunkFailed, PageExtracted, decode
+from services.events import topics
+from services.events.models import ChunkCreated, ChunkFailed, PageExtracted, decode
 from services.extraction import extract
-from services.process import die_with_parent, free_port, terminate, wait_until
 from services.settings import LimitSettings
 from tests.conftest import corpus_file, scanned_pdf, stack_settings
 

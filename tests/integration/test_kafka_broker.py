@@ -23,10 +23,10 @@ from infra.kafka.launcher import (
     stop_broker,
     write_state,
 )
-from services import topics
-from services.process import pid_alive, port_open
+from infra.process import pid_alive, port_open
+from services.events import topics
 from services.settings import get_settings
-from streams.transport import _ConsumerThread
+from streams.faust_fixes import _ConsumerThread
 
 pytestmark = pytest.mark.kafka
 

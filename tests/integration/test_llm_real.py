@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from infra.llm.server import RunningServer, start_local_llm
+from services.cards.rules import generate_cards
 from services.domain import Chunk, Segment
-from services.generation import generate_cards
-from services.llm import OpenAICompatibleClient, Prompt, detect_profile
-from services.llm_server import RunningServer, start_local_llm
+from services.llm.client import OpenAICompatibleClient, Prompt, detect_profile
 
 pytestmark = pytest.mark.llm
 

@@ -18,16 +18,16 @@ import pytest
 from bench.harness import start_sim
 from deckstream.client import DeckstreamClient
 from deckstream.stack import Stack, start_stack
-from services import topics
-from services.blobs import LocalBlobStore
-from services.chunking import chunk_pages
+from infra.llm.sim import SimConfig
+from infra.process import terminate
+from services.documents.chunking import chunk_pages
 from services.domain import Card, Chunk, Page
-from services.events import CardsGenerated, ChunksPlanned, DocumentUploaded, Event, ExtractionEnded
+from services.events import topics
+from services.events.models import CardsGenerated, ChunksPlanned, DocumentUploaded, Event, ExtractionEnded
+from services.events.publisher import KafkaPublisher
 from services.extraction import extract
-from services.llm_sim import SimConfig
-from services.process import terminate
-from services.publisher import KafkaPublisher
 from services.settings import LimitSettings, Settings
+from services.storage.blobs import LocalBlobStore
 from tests.conftest import TOKEN, corpus_file, stack_settings
 
 pytestmark = pytest.mark.kafka

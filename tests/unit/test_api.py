@@ -18,10 +18,17 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.hub import Position, ProgressHub
-from services import topics
-from services.decks import store_chunk_cards
+from services.documents.decks import store_chunk_cards
 from services.domain import Card
-from services.events import CancelDocument, DeckAssembled, DocumentProgress, DocumentUploaded, Event, encode
+from services.events import topics
+from services.events.models import (
+    CancelDocument,
+    DeckAssembled,
+    DocumentProgress,
+    DocumentUploaded,
+    Event,
+    encode,
+)
 from services.settings import Settings
 from tests.conftest import TOKEN, corpus_file
 
@@ -244,14 +251,14 @@ def test_a_document_waiting_for_the_llm_says_so_until_it_moves_again(
 
 
 def LocalBlobStoreFor(settings: Settings):
-    from services.blobs import LocalBlobStore
+    from services.storage.blobs import LocalBlobStore
 
     return LocalBlobStore(settings.blob_dir)
 
 
 def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tuple) -> None:
     settings, _, hub = parts
-    from services.decks import store_deck
+    from services.documents.decks import store_deck
 
     card = Card("c9", "cloze", "{{c1::Kafka}} keeps the log.", "Kafka", "f.pdf", 1, "1", (), 0, "v1")
     empty = [{"chunk_index": 2, "pages": ["3"], "reason": "the model returned no cards"}]
@@ -316,7 +323,7 @@ def test_unknown_documents_are_404_and_bad_event_ids_400(client: TestClient, par
 
 
 def test_page_ledger_lists_every_page_once_in_order(client: TestClient, parts: tuple) -> None:
-    from services.events import PageInfo
+    from services.events.models import PageInfo
 
     hub = parts[2]
     for n, reason in (

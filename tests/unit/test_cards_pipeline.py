@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services import dedup
-from services.blobs import LocalBlobStore
-from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
-from services.decks import card_to_json, collect_cards, load_deck, store_chunk_cards, store_deck
-from services.dedup import drop_near_duplicates
+from services.cards import dedup
+from services.cards.cache import cache_key, cards_for_chunk, load_cached, store_cached
+from services.cards.dedup import drop_near_duplicates
+from services.cards.rules import NOT_SUPPORTED, cards_from_answer
+from services.documents.decks import card_to_json, collect_cards, load_deck, store_chunk_cards, store_deck
 from services.domain import Card, Chunk, Segment
-from services.generation import NOT_SUPPORTED, cards_from_answer
-from services.llm import Completion
+from services.llm.client import Completion
+from services.storage.blobs import LocalBlobStore
 
 
 def card(front: str, back: str = "an answer", chunk: int = 0, cid: str = "c") -> Card:

@@ -8,7 +8,7 @@ import re
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.chunking import _tail, _tail_start, chunk_pages
+from services.documents.chunking import _tail, _tail_start, chunk_pages
 from services.domain import Page
 from services.extraction.cleanup import (
     RepeatedEdgeFilter,

@@ -20,11 +20,11 @@ from typer.testing import CliRunner
 
 from deckstream.corpus import CORPUS
 from deckstream.extract_cli import register
+from infra.process import pid_alive, wait_until
 from services.domain import DocumentOpened, ExtractionEnded, Page
 from services.errors import CorruptFile, FileTooLarge, PasswordProtected
 from services.extraction import Sandbox, check_upload, extract, extract_isolated, isolated
 from services.extraction import pdf as pdf_reader
-from services.process import pid_alive, wait_until
 from services.settings import LimitSettings
 from tests.conftest import corpus_file, scanned_pdf
 

@@ -26,7 +26,7 @@ from intervaltree import IntervalTree
 import streams.app as app_module
 from services.settings import Settings
 from streams.app import App, build_app
-from streams.transport import _Consumer, _finish
+from streams.faust_fixes import _Consumer, _finish
 
 
 class LoopPasses:

@@ -12,9 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.domain import Chunk, Segment, card_id, count_reasons
-from services.errors import BadModelOutput, PermanentError, RetryableError
-from services.generation import (
+from services.cards.prompting import render_prompt
+from services.cards.rules import (
     NOT_SUPPORTED,
     POINTS_AT_SOURCE,
     REPEATS_QUESTION,
@@ -26,8 +25,9 @@ from services.generation import (
     leans_on_source,
     review_kinds,
 )
-from services.llm import Completion, Profile, Prompt
-from services.prompting import render_prompt
+from services.domain import Chunk, Segment, card_id, count_reasons
+from services.errors import BadModelOutput, PermanentError, RetryableError
+from services.llm.client import Completion, Profile, Prompt
 
 PAGE_12 = (
     "A Python list is an ordered, mutable collection of items. The append method adds one item "
@@ -474,7 +474,7 @@ async def test_every_citation_lies_within_the_chunk(backs: list[list[str]]) -> N
 
 
 def test_why_a_chunk_gave_no_card_counts_the_reasons_most_common_first() -> None:
-    from services.generation import empty_reason
+    from services.cards.rules import empty_reason
 
     dropped = [
         ("Q1", "not supported by the text"),

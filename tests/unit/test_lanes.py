@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.scheduler import InflightScheduler
+from services.llm.scheduler import InflightScheduler
 
 
 async def test_interactive_waiters_go_before_an_earlier_bulk_backlog() -> None:

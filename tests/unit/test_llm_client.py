@@ -15,7 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from services.errors import PermanentError, RetryableError
-from services.llm import (
+from services.llm.client import (
     LatencyTimeout,
     Message,
     OllamaClient,
@@ -236,7 +236,7 @@ async def test_aclose_leaves_the_callers_client_open() -> None:
 
 
 async def test_sharded_transport_spreads_requests_and_frees_a_pool_when_the_response_closes() -> None:
-    from services.http import ShardedTransport
+    from services.llm.pools import ShardedTransport
 
     transport = ShardedTransport(connections=24, pool_size=8)
     assert len(transport.pools) == 3
@@ -268,7 +268,7 @@ async def test_an_idle_connection_is_dropped_before_the_server_closes_it() -> No
     """A server closes a connection left idle too long (uvicorn and llama.cpp: after 5 s). A
     request sent on it as it closes never reaches the server and costs the chunk an attempt.
     This server always wins that race: it drops a request on a connection idle for 0.5 s."""
-    from services.http import KEEPALIVE_EXPIRY_S, ShardedTransport
+    from services.llm.pools import KEEPALIVE_EXPIRY_S, ShardedTransport
 
     loop = asyncio.get_running_loop()
     body = json.dumps({"choices": [{"text": "ok", "finish_reason": "stop"}]}).encode()

@@ -11,11 +11,11 @@ from typing import Any
 import httpx
 import pytest
 
+from infra.llm.sim import MADE_UP, SimConfig, create_sim_app, ideal_time
+from services.cards.rules import NOT_SUPPORTED, GenerationResult, generate_cards
 from services.domain import Chunk, Segment
 from services.errors import BadModelOutput
-from services.generation import NOT_SUPPORTED, GenerationResult, generate_cards
-from services.llm import OpenAICompatibleClient, Profile, detect_profile
-from services.llm_sim import MADE_UP, SimConfig, create_sim_app, ideal_time
+from services.llm.client import OpenAICompatibleClient, Profile, detect_profile
 
 CHUNK = Chunk(
     index=0,

@@ -1,4 +1,4 @@
-"""services.process: ports, deadline polling and stopping real child processes."""
+"""infra.process: ports, deadline polling and stopping real child processes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.process import free_port, pid_alive, terminate, wait_until
+from infra.process import free_port, pid_alive, terminate, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def test_die_with_parent_stops_the_child_when_its_parent_is_killed() -> None:
     middle_code = textwrap.dedent(
         """
         import subprocess, sys, time
-        from services.process import die_with_parent
+        from infra.process import die_with_parent
         child = subprocess.Popen(["sleep", "60"], preexec_fn=die_with_parent)
         print(child.pid, flush=True)
         time.sleep(60)

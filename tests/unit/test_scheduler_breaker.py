@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from services.breaker import CircuitBreaker
 from services.errors import PermanentError, RetryableError
-from services.scheduler import InflightScheduler, admit
+from services.llm.breaker import CircuitBreaker
+from services.llm.scheduler import InflightScheduler, admit
 
 
 async def settle(rounds: int = 10) -> None:

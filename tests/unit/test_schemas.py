@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from schemas import REGISTRY, UnknownSchema
 from schemas.registry import HERE, SchemaRegistry, schema_fingerprint
 from services.domain import Card, Segment
-from services.events import EVENT_TYPES, ChunkCreated, ChunkFailed, DocumentProgress, decode, encode
+from services.events.models import EVENT_TYPES, ChunkCreated, ChunkFailed, DocumentProgress, decode, encode
 from streams.codec import AvroEventCodec
 
 NESTED = {"Segment": Segment, "Card": Card}

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.documents.state import DocumentState, Outcome, coalesce_cards, llm_notices, stalled, track
 from services.domain import Card, Segment
-from services.events import (
+from services.events.models import (
     CancelDocument,
     CardsGenerated,
     ChunkCreated,
@@ -18,7 +19,6 @@ from services.events import (
     PageExtracted,
     RetryFailedChunks,
 )
-from services.tracking import DocumentState, Outcome, coalesce_cards, llm_notices, stalled, track
 
 IDS = {"tenant_id": "t", "document_id": "d", "generation": 1}
 

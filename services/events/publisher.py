@@ -6,7 +6,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from services.events import Event, encode
+from services.events.models import Event, encode
 
 
 class EventPublisher(Protocol):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from services.domain import UNRECORDED
-from services.events import (
+from services.events.models import (
     CancelDocument,
     CardsGenerated,
     ChunkCreated,

@@ -13,8 +13,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from services.blobs import BlobStore
 from services.domain import UNRECORDED, Card
+from services.storage.blobs import BlobStore
 
 
 def _prefix(document_id: str, generation: int) -> str:

@@ -18,16 +18,16 @@ from typing import Any
 import faust
 import structlog
 
-from services.card_cache import cache_key, cards_for_chunk, load_cached, store_cached
-from services.decks import store_chunk_cards
+from services.cards.cache import cache_key, cards_for_chunk, load_cached, store_cached
+from services.cards.prompting import UnreadableOutput, prompt_version
+from services.cards.rules import GenerationResult, cards_from_answer, empty_reason, generate_cards
+from services.documents.decks import store_chunk_cards
 from services.domain import Card, Chunk, count_reasons
 from services.errors import DeckstreamError, RetryableError
-from services.events import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
-from services.generation import GenerationResult, cards_from_answer, empty_reason, generate_cards
-from services.prompting import UnreadableOutput, prompt_version
-from services.scheduler import admit
-from streams import transport
-from streams.resources import PipelineResources
+from services.events.models import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
+from services.llm.scheduler import admit
+from streams import faust_fixes
+from streams.lifecycle import PipelineResources
 
 log = structlog.get_logger(__name__)
 INTERACTIVE, BULK = 1, 0
@@ -64,12 +64,12 @@ def register(
             due = ev.occurred_at / 1000 + cfg.retry_delay_s * 2 ** (ev.attempt - 1)
             delay = due - time.time()
             if delay > 0:
-                stopped = transport.flow_stopped(app)
+                stopped = faust_fixes.flow_stopped(app)
                 if stopped is None:  # no flow to watch: the whole delay
                     stopped = asyncio.get_running_loop().create_future()
                 await asyncio.wait((stopped,), timeout=delay)
                 if stopped.done():  # a rebalance or shutdown: whoever owns it next waits the rest
-                    await transport.hand_back(retry, ev)
+                    await faust_fixes.hand_back(retry, ev)
                     continue
             await (interactive if ev.lane == "interactive" else bulk).send(key=ev.document_id, value=ev)
 
@@ -153,7 +153,7 @@ def register(
         # instead: otherwise an LLM outage would hold up the whole group until it was over.
         try:
             admitted = await admit(
-                res.scheduler, res.breaker, ev.document_id, priority, give_up=transport.flow_stopped(app)
+                res.scheduler, res.breaker, ev.document_id, priority, give_up=faust_fixes.flow_stopped(app)
             )
         except Exception as exc:
             bound.exception("chunk admission crashed")
@@ -162,7 +162,7 @@ def register(
         if not admitted:
             if not res.is_cancelled(ev.document_id, ev.generation):
                 bound.info("chunk handed back", reason="the worker is rebalancing or stopping")
-                await transport.hand_back(own_topic, ev)
+                await faust_fixes.hand_back(own_topic, ev)
             return
         try:
             try:
@@ -198,7 +198,7 @@ def register(
                 # The LLM is down, not this chunk: it waits for the server without using up a
                 # round (documents wait, they do not fail), back in its lane behind the breaker.
                 bound.info("chunk waits for the LLM", reason=exc.reason)
-                await transport.hand_back(own_topic, ev)
+                await faust_fixes.hand_back(own_topic, ev)
                 return
             if ev.attempt + 1 < cfg.retry_rounds:
                 bound.info("chunk deferred", reason=exc.reason)

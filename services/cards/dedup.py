@@ -1,7 +1,7 @@
 """Near-duplicate cards across chunks, by embedding similarity (wordllama, shipped in its wheel).
 
 Overlapping chunks and repetitive textbooks ask the same question in other words; exact-text
-dedup (services/decks.py) misses those. The static embedding model loads from the package's
+dedup (services/documents/decks.py) misses those. The static embedding model loads from the package's
 own folder: nothing is downloaded.
 """
 

@@ -1,6 +1,6 @@
 """Card prompts: render a chunk into a ``Prompt`` and read the model's answer back.
 
-The wording lives in versioned files under ``services/prompts/`` (``cards-chat-v1.txt`` for
+The wording lives in versioned files under ``services/cards/prompts/`` (``cards-chat-v1.txt`` for
 instruct models, ``cards-fewshot-v1.txt`` for base models); the version string
 ("cards-chat-v1") is stamped on every card made with it.
 """
@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from services.domain import Chunk
 from services.errors import PermanentError
-from services.llm import Message, Profile, Prompt
+from services.llm.client import Message, Profile, Prompt
 
 _FILE_STYLE: dict[Profile, str] = {"chat": "chat", "completion": "fewshot"}
 # (max_tokens, temperature) per profile: the few-shot output is short and repeats itself.
@@ -55,7 +55,7 @@ def prompt_version(profile: Profile, version: str = "v1") -> str:
 @lru_cache(maxsize=16)
 def load_sections(name: str) -> dict[str, str]:
     """A prompt file's sections ("=== name" headers; text before any header is section "")."""
-    path = files("services.prompts").joinpath(f"{name}.txt")
+    path = files("services.cards.prompts").joinpath(f"{name}.txt")
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:

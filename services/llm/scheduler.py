@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from services.breaker import CircuitBreaker
+from services.llm.breaker import CircuitBreaker
 
 
 @dataclass(slots=True)

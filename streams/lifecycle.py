@@ -10,15 +10,15 @@ import httpx
 import structlog
 from aiokafka import AIOKafkaConsumer
 
-from services import topics
-from services.blobs import BlobStore, LocalBlobStore
-from services.breaker import CircuitBreaker
-from services.events import CancelDocument, DeckAssembled, decode
+from services.events import topics
+from services.events.models import CancelDocument, DeckAssembled, decode
 from services.extraction import Sandbox
-from services.http import llm_http_client
-from services.llm import LLMClient, Profile, build_llm_client, detect_profile, http_timeout
-from services.scheduler import InflightScheduler
+from services.llm.breaker import CircuitBreaker
+from services.llm.client import LLMClient, Profile, build_llm_client, detect_profile, http_timeout
+from services.llm.pools import llm_http_client
+from services.llm.scheduler import InflightScheduler
 from services.settings import Settings
+from services.storage.blobs import BlobStore, LocalBlobStore
 
 log = structlog.get_logger(__name__)
 

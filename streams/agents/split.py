@@ -23,14 +23,14 @@ from typing import Any, TypeVar
 import faust
 import structlog
 
-from services.blobs import SCHEME
-from services.chunking import Chunker
+from services.documents.chunking import Chunker
 from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
 from services.errors import InputRejected
-from services.events import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
-from services.events import ExtractionEnded as ExtractionEndedEvent
-from streams import transport
-from streams.resources import PipelineResources
+from services.events.models import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
+from services.events.models import ExtractionEnded as ExtractionEndedEvent
+from services.storage.blobs import SCHEME
+from streams import faust_fixes
+from streams.lifecycle import PipelineResources
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -137,7 +137,7 @@ def register(
             on another worker) reads the file again, OCR from the cache, and sends the rest."""
             sent = {"pages_sent": max(up.pages_sent, seen), "chunks_sent": max(up.chunks_sent, n_chunks)}
             try:
-                await transport.hand_back(uploads, up.model_copy(update=sent))
+                await faust_fixes.hand_back(uploads, up.model_copy(update=sent))
             except Exception:
                 bound.exception("upload not handed back: it is split here")
                 return False
@@ -192,7 +192,7 @@ def register(
         try:
             path = res.blobs.path(up.blob_uri)
             ocr_cache = res.blobs.path(f"{SCHEME}ocr/{up.sha256[:2]}/{up.sha256}")
-            stopped = transport.flow_stopped(app)
+            stopped = faust_fixes.flow_stopped(app)
             items = iterate_in_thread(
                 lambda: res.sandbox.extract(path, filename=up.filename, ocr_cache=ocr_cache)
             )

@@ -40,7 +40,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode import ServiceT
 
-from services.topics import FETCH_MAX_WAIT_MS
+from services.events.topics import FETCH_MAX_WAIT_MS
 
 SCHEME = "deckstream-kafka"
 GETMANY_TIMEOUT_S = 0.1

@@ -14,10 +14,10 @@ import hashlib
 import json
 from collections.abc import Sequence
 
-from services.blobs import BlobStore
-from services.decks import card_from_json
+from services.documents.decks import card_from_json
 from services.domain import Card, Chunk, card_id
-from services.llm import Completion
+from services.llm.client import Completion
+from services.storage.blobs import BlobStore
 
 
 def cache_key(

@@ -160,7 +160,7 @@ def near_memory_limit() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Subprocess entry: extract one file, one JSON object per line on the original stdout."""
-    parser = argparse.ArgumentParser(prog="python -m services.extraction.worker")
+    parser = argparse.ArgumentParser(prog="python -m services.extraction.ledger")
     parser.add_argument("path", type=Path)
     parser.add_argument("--filename", required=True)
     parser.add_argument("--limits", default="{}", help="LimitSettings as JSON")
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-_COLD = "import sys; from services.extraction.worker import serve; sys.exit(serve())"
+_COLD = "import sys; from services.extraction.ledger import serve; sys.exit(serve())"
 READY = b'{"t": "ready"}\n'  # a warm child's first line: its parsers are imported
 
 

@@ -1,0 +1,1 @@
+"""Developer tools run as child processes: the local llama.cpp server and the LLM simulator."""

@@ -1,0 +1,1 @@
+"""Documents: the state machine that folds facts, chunking, and deck storage and assembly."""

@@ -1,0 +1,1 @@
+"""Events: the Avro-backed models, every Kafka topic, and the publisher port."""

@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
+# Exact versions of a working venv, used as pip constraints by every install below.
+LOCK := requirements.lock
 
 .DEFAULT_GOAL := help
 
@@ -21,16 +23,16 @@ system-deps: ## Check Java 17+ and Maven; install Tesseract's English data for O
 	  else echo "note: install tesseract-ocr-eng for OCR of scanned pages (optional)"; fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev]' -c $(LOCK)
 	@touch $(STAMP)
 
 install: system-deps $(STAMP) ## Create .venv and install deckstream with the test tools
 
 $(VENV)/.qwen: $(STAMP)
-	$(PIP) install -q -e '.[dev,qwen]'
+	$(PIP) install -q -e '.[dev,qwen]' -c $(LOCK)
 	@touch $@
 
 run: install $(VENV)/.qwen ## Install what is missing, start everything, print the URL and token
@@ -49,7 +51,47 @@ lint: install ## ruff and mypy only
 bench: install ## Run a benchmark: make bench NAME=pipeline
 	$(PY) -m bench $(NAME)
 
+define LOCK_HEADER
+# Constraints for pip, used by `make install`: pip install -e '.[dev]' -c requirements.lock
+# Every package of a working .venv at its exact version, so installs are reproducible.
+# Regenerate with `make lock` (pip freeze --exclude-editable of .venv, without deckstream itself,
+# pip, setuptools, wheel and pkg_resources); do not edit by hand. To move a version: edit
+# pyproject.toml, install without -c (e.g. .venv/bin/pip install -e '.[dev]' 'name==new'), run the
+# tests, then `make lock`.
+endef
+export LOCK_HEADER
+
+# Exact (==) pins of pyproject.toml, extras included, that the venv lacks (the qwen model parts
+# when only `make install` ran): listed too, so the lock is complete either way.
+define LOCK_UNINSTALLED_PINS
+import importlib.metadata as md, re, tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+reqs = project["dependencies"] + [r for rs in project.get("optional-dependencies", {}).values() for r in rs]
+missing = []
+for req in reqs:
+    m = re.fullmatch(r"([A-Za-z0-9._-]+)(\[[^]]*\])?\s*==\s*([^;\s]+)", req.strip())
+    if m:
+        try:
+            md.version(m[1])
+        except md.PackageNotFoundError:
+            missing.append(m[1] + "==" + m[3])
+if missing:
+    print("# Pinned exactly in pyproject.toml, not installed in the venv this was frozen from:")
+    print(*missing, sep="\n")
+endef
+export LOCK_UNINSTALLED_PINS
+
+lock: ## Regenerate requirements.lock from the current venv
+	@test -x $(PIP) || { echo "no $(VENV): run make install first"; exit 1; }
+	@set -o pipefail; { printf '%s\n' "$$LOCK_HEADER"; \
+	  $(PIP) freeze --exclude-editable | grep -vE '^(#|-e )' \
+	    | grep -viE '^(deckstream|pip|setuptools|wheel|pkg[-_.]resources)=='; \
+	  $(PY) -c "$$LOCK_UNINSTALLED_PINS"; } > $(LOCK).new
+	@mv $(LOCK).new $(LOCK)
+	@if [ -f $(STAMP) ]; then touch $(STAMP); fi
+	@echo "wrote $(LOCK): $$(grep -c '==' $(LOCK)) pins"
+
 clean: ## Remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
 
-.PHONY: help system-deps install run test lint bench clean
+.PHONY: help system-deps install run test lint lock bench clean

@@ -54,8 +54,10 @@ from services.cards.prompting import render_prompt
 from services.documents.chunking import chunk_pages
 from services.domain import Chunk, Page
 from services.extraction import extract
-from services.llm.client import Profile, build_llm_client, detect_profile, http_timeout
+from services.llm.adapters import build_llm_client, detect_profile
+from services.llm.client import Profile
 from services.llm.pools import llm_http_client
+from services.llm.timeouts import http_timeout
 from services.settings import LLMSettings, Settings
 
 GPU_MODEL = SimConfig(capacity=64, latency_s=0.3, tokens_per_s=20.0)

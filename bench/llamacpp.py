@@ -24,7 +24,8 @@ from infra.llm.server import start_local_llm
 from services.cards.rules import generate_cards
 from services.domain import Chunk, Segment
 from services.errors import DeckstreamError
-from services.llm.client import Completion, LLMClient, OpenAICompatibleClient, Prompt
+from services.llm.adapters import OpenAICompatibleClient
+from services.llm.client import Completion, LLMClient, Prompt
 from services.llm.scheduler import InflightScheduler
 from services.settings import get_settings
 

@@ -46,7 +46,8 @@ from services.cards.prompting import UnreadableOutput, parse_json_cards, parse_q
 from services.cards.rules import answer_only, generate_cards, leans_on_source
 from services.domain import Chunk
 from services.errors import DeckstreamError
-from services.llm.client import Completion, OpenAICompatibleClient, Profile, detect_profile
+from services.llm.adapters import OpenAICompatibleClient, detect_profile
+from services.llm.client import Completion, Profile
 from services.settings import get_settings
 
 DOCUMENTS = (

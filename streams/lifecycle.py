@@ -13,10 +13,12 @@ from aiokafka import AIOKafkaConsumer
 from services.events import topics
 from services.events.models import CancelDocument, DeckAssembled, decode
 from services.extraction import Sandbox
+from services.llm.adapters import build_llm_client, detect_profile
 from services.llm.breaker import CircuitBreaker
-from services.llm.client import LLMClient, Profile, build_llm_client, detect_profile, http_timeout
+from services.llm.client import LLMClient, Profile
 from services.llm.pools import llm_http_client
 from services.llm.scheduler import InflightScheduler
+from services.llm.timeouts import http_timeout
 from services.settings import Settings
 from services.storage.blobs import BlobStore, LocalBlobStore
 

@@ -13,7 +13,8 @@ import pytest
 from infra.llm.server import RunningServer, start_local_llm
 from services.cards.rules import generate_cards
 from services.domain import Chunk, Segment
-from services.llm.client import OpenAICompatibleClient, Prompt, detect_profile
+from services.llm.adapters import OpenAICompatibleClient, detect_profile
+from services.llm.client import Prompt
 
 pytestmark = pytest.mark.llm
 

@@ -15,16 +15,15 @@ import pytest
 from pydantic import SecretStr
 
 from services.errors import PermanentError, RetryableError
-from services.llm.client import (
-    LatencyTimeout,
-    Message,
+from services.llm.adapters import (
     OllamaClient,
     OpenAICompatibleClient,
-    Prompt,
     build_llm_client,
     detect_profile,
     parse_retry_after,
 )
+from services.llm.client import Message, Prompt
+from services.llm.timeouts import LatencyTimeout
 from services.settings import LLMSettings
 
 SCHEMA = {"type": "object", "properties": {"cards": {"type": "array"}}}

@@ -15,7 +15,8 @@ from infra.llm.sim import MADE_UP, SimConfig, create_sim_app, ideal_time
 from services.cards.rules import NOT_SUPPORTED, GenerationResult, generate_cards
 from services.domain import Chunk, Segment
 from services.errors import BadModelOutput
-from services.llm.client import OpenAICompatibleClient, Profile, detect_profile
+from services.llm.adapters import OpenAICompatibleClient, detect_profile
+from services.llm.client import Profile
 
 CHUNK = Chunk(
     index=0,

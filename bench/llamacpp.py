@@ -21,7 +21,7 @@ import httpx
 
 from deckstream.corpus import CORPUS
 from infra.llm.server import start_local_llm
-from services.cards.rules import generate_cards
+from services.cards.writing import generate_cards
 from services.domain import Chunk, Segment
 from services.errors import DeckstreamError
 from services.llm.adapters import OpenAICompatibleClient

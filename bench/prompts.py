@@ -43,7 +43,8 @@ from deckstream.corpus import CORPUS
 from infra.llm.server import MODELS, start_local_llm
 from services.cards.cache import cards_for_chunk
 from services.cards.prompting import UnreadableOutput, parse_json_cards, parse_qa_pairs, prompt_version
-from services.cards.rules import answer_only, generate_cards, leans_on_source
+from services.cards.rules import answer_only, leans_on_source
+from services.cards.writing import generate_cards
 from services.domain import Chunk
 from services.errors import DeckstreamError
 from services.llm.adapters import OpenAICompatibleClient, detect_profile

@@ -20,7 +20,8 @@ import structlog
 
 from services.cards.cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.cards.prompting import UnreadableOutput, prompt_version
-from services.cards.rules import GenerationResult, cards_from_answer, empty_reason, generate_cards
+from services.cards.rules import GenerationResult, cards_from_answer, empty_reason
+from services.cards.writing import generate_cards
 from services.documents.decks import store_chunk_cards
 from services.domain import Card, Chunk, count_reasons
 from services.errors import DeckstreamError, RetryableError

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from infra.llm.server import RunningServer, start_local_llm
-from services.cards.rules import generate_cards
+from services.cards.writing import generate_cards
 from services.domain import Chunk, Segment
 from services.llm.adapters import OpenAICompatibleClient, detect_profile
 from services.llm.client import Prompt

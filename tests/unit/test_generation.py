@@ -20,11 +20,11 @@ from services.cards.rules import (
     WEAK_SUPPORT_KIND,
     GenerationResult,
     answer_only,
-    generate_cards,
     key_terms,
     leans_on_source,
     review_kinds,
 )
+from services.cards.writing import generate_cards
 from services.domain import Chunk, Segment, card_id, count_reasons
 from services.errors import BadModelOutput, PermanentError, RetryableError
 from services.llm.client import Completion, Profile, Prompt

@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from infra.llm.sim import MADE_UP, SimConfig, create_sim_app, ideal_time
-from services.cards.rules import NOT_SUPPORTED, GenerationResult, generate_cards
+from services.cards.rules import NOT_SUPPORTED, GenerationResult
+from services.cards.writing import generate_cards
 from services.domain import Chunk, Segment
 from services.errors import BadModelOutput
 from services.llm.adapters import OpenAICompatibleClient, detect_profile

@@ -1,0 +1,114 @@
+"""Write one chunk's cards with the LLM: the call, its retries and one repair.
+
+    render prompt ─► LLM ─► cards_from_answer (services.cards.rules) ─► Card*
+
+Retries: a ``RetryableError`` gets full-jitter exponential backoff (honouring the server's
+Retry-After up to the cap); an answer with no usable cards gets one repair retry, then
+``BadModelOutput``. At most ``max_attempts`` calls in all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from collections.abc import Awaitable, Callable, Sequence
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from services.cards.prompting import UnreadableOutput, render_prompt
+from services.cards.rules import GenerationResult, _segment_terms, cards_from_answer
+from services.domain import Chunk
+from services.errors import BadModelOutput, RetryableError
+from services.llm.client import LLMClient, Profile
+
+
+class _Unusable(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _backoff(base: float, cap: float, rng: random.Random) -> Callable[[RetryCallState], float]:
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _Unusable):
+            return 0.0  # a repair retry goes at once
+        delay = rng.uniform(0.0, min(cap, base * 2 ** (state.attempt_number - 1)))
+        if isinstance(error, RetryableError) and error.retry_after:
+            delay = max(delay, min(error.retry_after, cap))
+        return delay
+
+    return wait
+
+
+async def generate_cards(
+    chunk: Chunk,
+    *,
+    llm: LLMClient,
+    profile: Profile,
+    document_id: str,
+    generation: int,
+    filename: str,
+    card_types: Sequence[str],
+    per_chunk: int,
+    max_attempts: int = 3,
+    backoff_base_s: float = 1.0,
+    backoff_cap_s: float = 30.0,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    prompt_version: str = "v1",
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    rng: random.Random | None = None,
+    seed: int | None = None,
+) -> GenerationResult:
+    segment_terms = _segment_terms(chunk)
+    if not any(segment_terms):
+        return GenerationResult(dropped=[("", "the chunk has no text to ask about")])
+    rendered = render_prompt(
+        chunk,
+        profile=profile,
+        card_types=card_types,
+        per_chunk=per_chunk,
+        version=prompt_version,
+        max_tokens=max_tokens,
+        temperature=temperature,
+    )
+    calls, repaired = 0, False
+    result = GenerationResult()
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(max_attempts),
+        wait=_backoff(backoff_base_s, backoff_cap_s, rng or random.Random()),
+        retry=retry_if_exception_type((RetryableError, _Unusable)),
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                calls += 1
+                prompt = rendered.prompt
+                if seed is not None:  # each attempt samples anew, and the same way on every run
+                    prompt = dataclasses.replace(prompt, seed=(seed + calls - 1) % 2**31)
+                completion = await llm.generate(prompt)
+                try:
+                    result = cards_from_answer(
+                        chunk,
+                        completion,
+                        profile=profile,
+                        card_types=card_types,
+                        version=rendered.version,
+                        document_id=document_id,
+                        generation=generation,
+                        filename=filename,
+                        segment_terms=segment_terms,
+                    )
+                except UnreadableOutput as exc:
+                    if repaired:
+                        raise BadModelOutput(exc.reason) from None
+                    repaired = True
+                    raise _Unusable(exc.reason) from None
+    except _Unusable as exc:  # the repair retry was the last attempt allowed
+        raise BadModelOutput(exc.reason) from None
+    result.attempts = calls
+    return result

@@ -1,7 +1,7 @@
 """`python -m bench llamacpp`: does the local llama.cpp server gain from parallel slots?
 
 The same chunks (paragraphs of the course syllabus in the test corpus) go through
-``generate_cards`` against the real Gemma 3 270M server twice: n_parallel=1 with one request
+``write_cards`` against the real Gemma 3 270M server twice: n_parallel=1 with one request
 at a time, then n_parallel=4 with 4 requests in flight. Greedy decoding (temperature 0) keeps
 the two runs' outputs comparable. Progress goes to stderr; the last stdout line is JSON.
 DECKSTREAM_BENCH_THREADS sets the server's threads (default: all cores).
@@ -21,7 +21,7 @@ import httpx
 
 from deckstream.corpus import CORPUS
 from infra.llm.server import start_local_llm
-from services.cards.writing import generate_cards
+from services.cards.writing import write_cards
 from services.domain import Chunk, Segment
 from services.errors import DeckstreamError
 from services.llm.adapters import OpenAICompatibleClient
@@ -83,7 +83,7 @@ async def run(url: str, chunks: list[Chunk], in_flight: int) -> dict[str, Any]:
             async with sched.slot("bench"):
                 started = time.monotonic()
                 try:
-                    result = await generate_cards(
+                    result = await write_cards(
                         chunk,
                         llm=llm,
                         profile="completion",

@@ -2,7 +2,7 @@
 
 Before an operator replays a book with a new prompt, this shows what the replay would do:
 the same chunks of five corpus documents (a textbook as DOCX, two PDF books, a syllabus, a
-slide deck) go through ``generate_cards`` against the local llama.cpp model once per prompt
+slide deck) go through ``write_cards`` against the local llama.cpp model once per prompt
 version, greedy (temperature 0) so the versions differ only by their prompt. Per version:
 
 - what the model wrote, before validation: the share of questions that point at their source
@@ -42,11 +42,11 @@ from bench.llamacpp import Counting
 from deckstream.corpus import CORPUS
 from infra.llm.server import MODELS, start_local_llm
 from services.cards.cache import cards_for_chunk
-from services.cards.prompting import UnreadableOutput, parse_json_cards, parse_qa_pairs, prompt_version
+from services.cards.prompting import parse_json_cards, parse_qa_pairs, prompt_version
 from services.cards.rules import answer_only, leans_on_source
-from services.cards.writing import generate_cards
+from services.cards.writing import write_cards
 from services.domain import Chunk
-from services.errors import DeckstreamError
+from services.errors import DeckstreamError, UnreadableOutput
 from services.llm.adapters import OpenAICompatibleClient, detect_profile
 from services.llm.client import Completion, Profile
 from services.settings import get_settings
@@ -115,7 +115,7 @@ async def run_version(
             )
             async with limit:
                 try:
-                    result = await generate_cards(
+                    result = await write_cards(
                         chunk,
                         llm=llm,
                         profile=profile,

@@ -1,9 +1,9 @@
 """The domain's value types: what a document becomes on its way to a deck.
 
-    file ──extract──► Page* ──chunk──► Chunk* ──generate──► Card*
+    file ──extract──► Page* ──chunk──► Chunk* ──write cards──► Card*
 
 They are plain frozen dataclasses with no I/O. Events (services/events/models.py) carry them over
-Kafka; extraction, chunking and generation produce and consume them.
+Kafka; extraction, chunking and writing cards produce and consume them.
 """
 
 from __future__ import annotations

@@ -9,7 +9,10 @@
           │    ├── UnsupportedFileType
           │    ├── PasswordProtected
           │    └── CorruptFile
-          └── BadModelOutput     the LLM answered, but not with usable cards
+          ├── BadModelOutput     the LLM answered, but not with usable cards
+          │    └── UnreadableOutput   one answer held no readable card (bad JSON, no Q:/A:)
+          │         └── RepairNeeded  …so the card writer asks once more, at once
+          └── BlobTooLarge       a file over the blob store's size limit
 
 Each edge maps these once: the API to problem+json, agents to retries or failure events.
 """
@@ -71,3 +74,23 @@ class CorruptFile(InputRejected):
 
 class BadModelOutput(PermanentError):
     code = "bad-model-output"
+
+
+class UnreadableOutput(BadModelOutput):
+    """The model's answer has no readable cards in it (bad JSON, no Q:/A: pairs)."""
+
+    code = "unreadable-output"
+
+
+class RepairNeeded(UnreadableOutput):
+    """An answer had no usable card: the card writer's one repair attempt goes at once."""
+
+
+class BlobTooLarge(PermanentError):
+    """A file over the blob store's size limit (the API answers 413)."""
+
+    code = "too-large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the file is larger than the limit of {limit} bytes")
+        self.limit = limit

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field, ValidationError
 from api.deps import ApiState, CallerDep, StateDep
 from api.hub import DocumentView
 from api.problems import Problem
-from services.errors import EmptyFile, FileTooLarge, InputRejected
+from services.errors import BlobTooLarge, EmptyFile, FileTooLarge, InputRejected
 from services.events import topics
 from services.events.models import (
     CancelDocument,
@@ -24,7 +24,6 @@ from services.events.models import (
 )
 from services.extraction import check_upload
 from services.settings import CardSettings
-from services.storage.blobs import TooLarge
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
 MULTIPART_SLACK = 64 * 1024
@@ -108,7 +107,7 @@ async def upload(
         uri, sha256, size = await asyncio.to_thread(
             state.blobs.put_upload, file.file, max_bytes=limits.max_upload_bytes
         )
-    except TooLarge as exc:
+    except BlobTooLarge as exc:
         raise FileTooLarge(f"the file is larger than the {limits.max_upload_bytes:,}-byte limit") from exc
     try:
         if size == 0:

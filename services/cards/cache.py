@@ -2,7 +2,7 @@
 
 Keyed by what determines the answer: the chunk's text and page layout, the model, the prompt
 version and profile, and the card options. Entries live in the blob store and hold the model's
-answer, not the cards: a hit is read again by ``generation.cards_from_answer``, so cards follow
+answer, not the cards: a hit is read again by ``rules.cards_from_answer``, so cards follow
 today's validation and grounding rules and carry this document's file, ids and chunk index.
 Entries written before answers were kept hold cards, re-stamped for the document on a hit.
 """

@@ -17,7 +17,7 @@ from string import Template
 from typing import Any, NamedTuple
 
 from services.domain import Chunk
-from services.errors import PermanentError
+from services.errors import PermanentError, UnreadableOutput
 from services.llm.client import Message, Profile, Prompt
 
 _FILE_STYLE: dict[Profile, str] = {"chat": "chat", "completion": "fewshot"}
@@ -38,14 +38,6 @@ class RawCard(NamedTuple):
 class RenderedPrompt:
     version: str  # e.g. "cards-chat-v1"
     prompt: Prompt
-
-
-class UnreadableOutput(Exception):
-    """The model's answer has no readable cards in it (bad JSON, no Q:/A: pairs)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def prompt_version(profile: Profile, version: str = "v1") -> str:

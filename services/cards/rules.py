@@ -21,13 +21,9 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from services.cards.prompting import (
-    RawCard,
-    UnreadableOutput,
-    parse_json_cards,
-    parse_qa_pairs,
-)
+from services.cards.prompting import RawCard, parse_json_cards, parse_qa_pairs
 from services.domain import UNRECORDED, Card, CardType, Chunk, card_id, count_reasons
+from services.errors import UnreadableOutput
 from services.llm.client import Completion, Profile
 
 SUPPORTED = 0.8  # share of key terms found in the chunk at which a card counts as grounded
@@ -83,7 +79,7 @@ _WEAK_SUPPORT = re.compile(re.escape(WEAK_SUPPORT).replace(r"\{:\.0%\}", r"\d+%"
 
 
 @dataclass(slots=True)
-class GenerationResult:
+class ChunkCards:
     cards: list[Card] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (front, reason)
     attempts: int = 0
@@ -309,7 +305,7 @@ def cards_from_answer(
     generation: int,
     filename: str,
     segment_terms: list[set[str]] | None = None,
-) -> GenerationResult:
+) -> ChunkCards:
     """The cards in a model's answer under today's rules: parsed, validated, grounded, cited.
 
     The result cache keeps answers, not cards, and reads a hit through here again: a change
@@ -323,4 +319,4 @@ def cards_from_answer(
 
     terms = segment_terms if segment_terms is not None else _segment_terms(chunk)
     cards, unsupported = _ground(valid, chunk, terms, ids, version, filename)
-    return GenerationResult(cards=cards, dropped=rejected + unsupported, answer=answer)
+    return ChunkCards(cards=cards, dropped=rejected + unsupported, answer=answer)

@@ -16,23 +16,17 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from services.cards.prompting import UnreadableOutput, render_prompt
-from services.cards.rules import GenerationResult, _segment_terms, cards_from_answer
+from services.cards.prompting import render_prompt
+from services.cards.rules import ChunkCards, _segment_terms, cards_from_answer
 from services.domain import Chunk
-from services.errors import BadModelOutput, RetryableError
+from services.errors import BadModelOutput, RepairNeeded, RetryableError, UnreadableOutput
 from services.llm.client import LLMClient, Profile
-
-
-class _Unusable(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _backoff(base: float, cap: float, rng: random.Random) -> Callable[[RetryCallState], float]:
     def wait(state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, _Unusable):
+        if isinstance(error, RepairNeeded):
             return 0.0  # a repair retry goes at once
         delay = rng.uniform(0.0, min(cap, base * 2 ** (state.attempt_number - 1)))
         if isinstance(error, RetryableError) and error.retry_after:
@@ -42,7 +36,7 @@ def _backoff(base: float, cap: float, rng: random.Random) -> Callable[[RetryCall
     return wait
 
 
-async def generate_cards(
+async def write_cards(
     chunk: Chunk,
     *,
     llm: LLMClient,
@@ -61,10 +55,10 @@ async def generate_cards(
     temperature: float | None = None,
     rng: random.Random | None = None,
     seed: int | None = None,
-) -> GenerationResult:
+) -> ChunkCards:
     segment_terms = _segment_terms(chunk)
     if not any(segment_terms):
-        return GenerationResult(dropped=[("", "the chunk has no text to ask about")])
+        return ChunkCards(dropped=[("", "the chunk has no text to ask about")])
     rendered = render_prompt(
         chunk,
         profile=profile,
@@ -75,11 +69,11 @@ async def generate_cards(
         temperature=temperature,
     )
     calls, repaired = 0, False
-    result = GenerationResult()
+    result = ChunkCards()
     retrying = AsyncRetrying(
         stop=stop_after_attempt(max_attempts),
         wait=_backoff(backoff_base_s, backoff_cap_s, rng or random.Random()),
-        retry=retry_if_exception_type((RetryableError, _Unusable)),
+        retry=retry_if_exception_type((RetryableError, RepairNeeded)),
         sleep=sleep,
         reraise=True,
     )
@@ -107,8 +101,8 @@ async def generate_cards(
                     if repaired:
                         raise BadModelOutput(exc.reason) from None
                     repaired = True
-                    raise _Unusable(exc.reason) from None
-    except _Unusable as exc:  # the repair retry was the last attempt allowed
+                    raise RepairNeeded(exc.reason) from None
+    except RepairNeeded as exc:  # the repair retry was the last attempt allowed
         raise BadModelOutput(exc.reason) from None
     result.attempts = calls
     return result

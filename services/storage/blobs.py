@@ -15,6 +15,8 @@ import threading
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from services.errors import BlobTooLarge
+
 SCHEME = "blob://"
 
 
@@ -27,12 +29,6 @@ class BlobStore(Protocol):
     def delete(self, uri: str) -> None: ...
 
 
-class TooLarge(Exception):
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"the file is larger than the limit of {limit} bytes")
-        self.limit = limit
-
-
 class LocalBlobStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
@@ -43,7 +39,7 @@ class LocalBlobStore:
     def put_upload(self, src: BinaryIO, *, max_bytes: int) -> tuple[str, str, int]:
         """Copy a stream into the store, hashing as it goes; returns (uri, sha256, size).
 
-        Raises TooLarge as soon as more than max_bytes arrive; nothing is kept then.
+        Raises BlobTooLarge as soon as more than max_bytes arrive; nothing is kept then.
         """
         h, size = hashlib.sha256(), 0
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp")
@@ -52,7 +48,7 @@ class LocalBlobStore:
                 while block := src.read(1 << 20):
                     size += len(block)
                     if size > max_bytes:
-                        raise TooLarge(max_bytes)
+                        raise BlobTooLarge(max_bytes)
                     h.update(block)
                     out.write(block)
             digest = h.hexdigest()

@@ -19,12 +19,12 @@ import faust
 import structlog
 
 from services.cards.cache import cache_key, cards_for_chunk, load_cached, store_cached
-from services.cards.prompting import UnreadableOutput, prompt_version
-from services.cards.rules import GenerationResult, cards_from_answer, empty_reason
-from services.cards.writing import generate_cards
+from services.cards.prompting import prompt_version
+from services.cards.rules import ChunkCards, cards_from_answer, empty_reason
+from services.cards.writing import write_cards
 from services.documents.decks import store_chunk_cards
 from services.domain import Card, Chunk, count_reasons
-from services.errors import DeckstreamError, RetryableError
+from services.errors import DeckstreamError, RetryableError, UnreadableOutput
 from services.events.models import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
 from services.llm.scheduler import admit
 from streams import faust_fixes
@@ -93,7 +93,7 @@ def register(
         )
         started = time.monotonic()
 
-        def reuse() -> tuple[GenerationResult, str | None] | None:
+        def reuse() -> tuple[ChunkCards, str | None] | None:
             """A hit read under today's rules and filed as this chunk's cards; None on a miss."""
             try:
                 hit = load_cached(
@@ -110,7 +110,7 @@ def register(
             if hit is None:
                 return None
             if hit.answer is None:  # an entry from before answers were kept: its cards as they were
-                result, why = GenerationResult(cards=hit.cards or []), hit.empty_reason
+                result, why = ChunkCards(cards=hit.cards or []), hit.empty_reason
             else:
                 try:
                     result = cards_from_answer(
@@ -170,7 +170,7 @@ def register(
                 if res.is_cancelled(ev.document_id, ev.generation):
                     return
                 result = await res.breaker.call(
-                    lambda: generate_cards(
+                    lambda: write_cards(
                         chunk,
                         llm=llm,
                         profile=res.profile,

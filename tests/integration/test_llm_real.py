@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from infra.llm.server import RunningServer, start_local_llm
-from services.cards.writing import generate_cards
+from services.cards.writing import write_cards
 from services.domain import Chunk, Segment
 from services.llm.adapters import OpenAICompatibleClient, detect_profile
 from services.llm.client import Prompt
@@ -59,7 +59,7 @@ async def test_gemma_writes_grounded_cited_cards(server: RunningServer) -> None:
         profile = await detect_profile(http, server.url, "openai")
         assert profile == "completion"  # a base model: no chat template of its own
         llm = OpenAICompatibleClient(http, server.url, "gemma3-270m")
-        result = await generate_cards(
+        result = await write_cards(
             CHUNK,
             llm=llm,
             profile=profile,

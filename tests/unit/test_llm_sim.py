@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from infra.llm.sim import MADE_UP, SimConfig, create_sim_app, ideal_time
-from services.cards.rules import NOT_SUPPORTED, GenerationResult
-from services.cards.writing import generate_cards
+from services.cards.rules import NOT_SUPPORTED, ChunkCards
+from services.cards.writing import write_cards
 from services.domain import Chunk, Segment
 from services.errors import BadModelOutput
 from services.llm.adapters import OpenAICompatibleClient, detect_profile
@@ -51,10 +51,10 @@ async def sim(**config: Any) -> AsyncIterator[tuple[httpx.AsyncClient, dict[str,
 
 async def sim_cards(
     http: httpx.AsyncClient, profile: Profile = "chat", types: tuple[str, ...] = ("basic",)
-) -> GenerationResult:
+) -> ChunkCards:
     """The cards the real generation path makes of CHUNK with the simulator's answers."""
     llm = OpenAICompatibleClient(http, "http://sim", "sim")
-    return await generate_cards(
+    return await write_cards(
         CHUNK,
         llm=llm,
         profile=profile,

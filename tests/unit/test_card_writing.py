@@ -18,13 +18,13 @@ from services.cards.rules import (
     POINTS_AT_SOURCE,
     REPEATS_QUESTION,
     WEAK_SUPPORT_KIND,
-    GenerationResult,
+    ChunkCards,
     answer_only,
     key_terms,
     leans_on_source,
     review_kinds,
 )
-from services.cards.writing import generate_cards
+from services.cards.writing import write_cards
 from services.domain import Chunk, Segment, card_id, count_reasons
 from services.errors import BadModelOutput, PermanentError, RetryableError
 from services.llm.client import Completion, Profile, Prompt
@@ -89,8 +89,8 @@ async def run(
     card_types: Sequence[str] = ("basic",),
     sleep: Sleeps | None = None,
     **kwargs: Any,
-) -> GenerationResult:
-    return await generate_cards(
+) -> ChunkCards:
+    return await write_cards(
         chunk,
         llm=llm,
         profile=profile,

@@ -23,10 +23,10 @@ import pytest
 from faust.types import TP, Message
 from intervaltree import IntervalTree
 
-import streams.app as app_module
 from services.settings import Settings
-from streams.app import App, build_app
-from streams.faust_fixes import _Consumer, _finish
+from streams import faust_fixes
+from streams.app import build_app
+from streams.faust_fixes import App, _Consumer, _finish
 
 
 class LoopPasses:
@@ -155,16 +155,16 @@ async def test_cancelling_finish_cancels_the_coroutine() -> None:
 
 async def test_stream_iterators_give_way_at_most_every_two_ms(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [100.0]
-    monkeypatch.setattr(app_module, "_clock", lambda: now[0])
-    monkeypatch.setattr(app_module, "_last_yield", 0.0)
-    sleep = app_module._sleep_now_and_then
+    monkeypatch.setattr(faust_fixes, "_clock", lambda: now[0])
+    monkeypatch.setattr(faust_fixes, "_last_yield", 0.0)
+    sleep = faust_fixes._sleep_now_and_then
     async with LoopPasses() as passes:
         await sleep(0)  # long since anyone gave way: this one does
         assert passes.count == 1
         for _ in range(50):
             await sleep(0)
         assert passes.count == 1  # within 2 ms: no pass each
-        now[0] += 2 * app_module.STREAM_YIELD_EVERY_S
+        now[0] += 2 * faust_fixes.STREAM_YIELD_EVERY_S
         await sleep(0)
         assert passes.count == 2
         await sleep(0.001)  # a real delay is always a real sleep
@@ -176,7 +176,7 @@ def test_build_app_installs_the_iterator_sleep_and_sizes_topic_buffers() -> None
 
     settings = Settings.model_validate({"kafka": {"bootstrap": "127.0.0.1:9", "bulk_buffer": 777}})
     app, _ = build_app(settings)
-    assert cython_streams.sleep is app_module._sleep_now_and_then
+    assert cython_streams.sleep is faust_fixes._sleep_now_and_then
     buffers = {
         topic: agent.channel.queue.maxsize for agent in app.agents.values() for topic in agent.channel.topics
     }

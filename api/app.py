@@ -1,4 +1,5 @@
-"""The FastAPI app: lifespan owns the Kafka producer, the SSE hub and the HTTP client."""
+"""The FastAPI app: its lifespan builds the parts from the bootstrap and owns the Kafka
+publisher, the progress feed and the HTTP client."""
 
 from __future__ import annotations
 
@@ -14,14 +15,12 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
 from api import problems
-from api.deps import ApiState
-from api.hub import ProgressHub
 from api.routes import decks, documents, events, health
-from services.events.publisher import EventPublisher, KafkaPublisher
+from services.bootstrap import build_api
+from services.events.progress_feed import ProgressFeed
+from services.events.publisher import EventPublisher
 from services.llm.pools import KEEPALIVE_EXPIRY_S
 from services.settings import Settings, get_settings
-from services.storage.api_token import load_or_create_token
-from services.storage.blobs import LocalBlobStore
 
 log = structlog.get_logger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -31,42 +30,28 @@ def create_app(
     settings: Settings | None = None,
     *,
     publisher: EventPublisher | None = None,
-    hub: ProgressHub | None = None,
+    feed: ProgressFeed | None = None,
 ) -> FastAPI:
-    """The app; tests may pass a publisher and hub (their start/stop are still called)."""
+    """The app; tests may pass a publisher and feed (their start/stop are still called)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal publisher, hub
-        if publisher is None or hub is None:
-            if not settings.kafka.bootstrap:
-                raise RuntimeError("DECKSTREAM_KAFKA_BOOTSTRAP is not set (`deckstream up` sets it)")
-            publisher = publisher or KafkaPublisher(settings.kafka.bootstrap)
-            hub = hub or ProgressHub(settings.kafka.bootstrap)
-        token = load_or_create_token(
-            settings.home, settings.api.token.get_secret_value() if settings.api.token else None
-        )
-        await publisher.start()
+        parts = build_api(settings, publisher=publisher, feed=feed)
+        await parts.publisher.start()
         try:
-            await hub.start()
+            await parts.feed.start()
             async with httpx.AsyncClient(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)) as http:
                 app.state.http = http
-                app.state.deckstream = ApiState(
-                    settings=settings,
-                    token=token,
-                    blobs=LocalBlobStore(settings.blob_dir),
-                    publisher=publisher,
-                    hub=hub,
-                )
-                await hub.wait_caught_up(30.0)
+                app.state.deckstream = parts
+                await parts.feed.wait_caught_up(30.0)
                 # The PDF reader loads lazily; load it now so that no upload waits for it.
                 await asyncio.to_thread(importlib.import_module, "services.extraction.pdf")
-                log.info("api ready", documents=len(hub.docs))
+                log.info("api ready", documents=len(parts.views.docs))
                 yield
         finally:
-            await hub.stop()
-            await publisher.stop()
+            await parts.feed.stop()
+            await parts.publisher.stop()
 
     app = FastAPI(
         title="deckstream",

@@ -1,4 +1,4 @@
-"""Dependencies shared by the routers: the app's state and the caller's identity."""
+"""Dependencies shared by the routers: the app's parts and the caller's identity."""
 
 from __future__ import annotations
 
@@ -8,28 +8,18 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from api.hub import ProgressHub
 from api.problems import Problem
-from services.events.publisher import EventPublisher
-from services.settings import Settings
-from services.storage.blobs import BlobStore
+from services.bootstrap import ApiParts
+from services.documents.views import DocumentView
+from services.handlers.documents import find
 
 
-@dataclass(slots=True)
-class ApiState:
-    settings: Settings
-    token: str
-    blobs: BlobStore
-    publisher: EventPublisher
-    hub: ProgressHub
+def get_parts(request: Request) -> ApiParts:
+    parts: ApiParts = request.app.state.deckstream
+    return parts
 
 
-def get_state(request: Request) -> ApiState:
-    state: ApiState = request.app.state.deckstream
-    return state
-
-
-StateDep = Annotated[ApiState, Depends(get_state)]
+PartsDep = Annotated[ApiParts, Depends(get_parts)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +27,23 @@ class Caller:
     tenant_id: str
 
 
-def get_caller(request: Request, state: StateDep) -> Caller:
+def get_caller(request: Request, parts: PartsDep) -> Caller:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         # EventSource cannot send headers: the web page passes the token as a query parameter.
         token = request.query_params.get("access_token", "")
-    if not token or not secrets.compare_digest(token.encode(), state.token.encode()):
+    if not token or not secrets.compare_digest(token.encode(), parts.token.encode()):
         raise Problem(401, "missing or wrong bearer token", "unauthorized", {"WWW-Authenticate": "Bearer"})
-    return Caller(tenant_id=state.settings.tenant)
+    return Caller(tenant_id=parts.settings.tenant)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_document(document_id: str, parts: PartsDep, caller: CallerDep) -> DocumentView:
+    """The caller's document named in the path (404 for anyone else's)."""
+    return find(parts.views, caller.tenant_id, document_id)
+
+
+DocumentDep = Annotated[DocumentView, Depends(get_document)]

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import DeckstreamError, InputRejected
+from services.errors import DeckstreamError, Refused
 
 PROBLEM = "application/problem+json"
 TITLES = {
@@ -52,8 +52,8 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem(request, exc.status, exc.detail, exc.code, exc.headers)
 
-    @app.exception_handler(InputRejected)
-    async def _rejected(request: Request, exc: InputRejected) -> JSONResponse:
+    @app.exception_handler(Refused)
+    async def _refused(request: Request, exc: Refused) -> JSONResponse:
         return problem(request, exc.http_status, exc.reason, exc.code)
 
     @app.exception_handler(DeckstreamError)

@@ -54,10 +54,7 @@ from services.cards.prompting import render_prompt
 from services.documents.chunking import chunk_pages
 from services.domain import Chunk, Page
 from services.extraction import extract
-from services.llm.adapters import build_llm_client, detect_profile
-from services.llm.client import Profile
-from services.llm.pools import llm_http_client
-from services.llm.timeouts import http_timeout
+from services.llm.connection import LLMConnection
 from services.settings import LLMSettings, Settings
 
 GPU_MODEL = SimConfig(capacity=64, latency_s=0.3, tokens_per_s=20.0)
@@ -91,10 +88,11 @@ def generated_tokens(url: str) -> int | None:
 async def saturate(url: str, model: str, profile: str, capacity: int, chunks: list[Chunk]) -> dict[str, Any]:
     """The chunks' prompts straight to the server, `capacity` at a time: its saturated rate."""
     settings = Settings()
-    cfg = LLMSettings(url=url, model=model, max_in_flight=capacity)
-    async with llm_http_client(capacity, http_timeout(cfg)) as http:
-        llm = build_llm_client(http, cfg, url)
-        chosen: Profile = profile if profile != "auto" else await detect_profile(http, url, cfg.kind)  # type: ignore[assignment]
+    cfg = LLMSettings(url=url, model=model, max_in_flight=capacity, profile=profile)  # type: ignore[arg-type]
+    connection = LLMConnection(cfg)  # the worker's own client: pools, adapter, profile
+    await connection.open()
+    try:
+        llm, chosen = connection.client, connection.profile
         gate = asyncio.Semaphore(capacity)
         before = generated_tokens(url)
 
@@ -111,6 +109,8 @@ async def saturate(url: str, model: str, profile: str, capacity: int, chunks: li
         started = time.monotonic()
         answered = await asyncio.gather(*(one(c) for c in chunks))
         wall = time.monotonic() - started
+    finally:
+        await connection.close()
     after = generated_tokens(url)
     tokens = after - before if after is not None and before is not None else sum(answered)
     return {

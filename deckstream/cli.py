@@ -12,9 +12,9 @@ import typer
 from rich.console import Console
 
 from infra.process import raise_keyboard_interrupt
+from services.bootstrap import api_token
 from services.logs import configure_logging
 from services.settings import get_settings
-from services.storage.api_token import load_or_create_token
 
 app = typer.Typer(
     help="deckstream: course material in, cited flashcard decks out, streamed through Kafka.",
@@ -46,9 +46,7 @@ def up(
     settings = get_settings()
     if port:
         settings.api.port = port
-    token = load_or_create_token(
-        settings.home, settings.api.token.get_secret_value() if settings.api.token else None
-    )
+    token = api_token(settings)
     with console.status(
         "starting Kafka, the LLM server and the worker (first run resolves jars and models)..."
     ):
@@ -93,8 +91,8 @@ def worker(parent: ParentOption = 0) -> None:
     # The loop thread holds the GIL for up to 5 ms at a time by default; the threads writing
     # blobs and reading the extraction subprocess wait that long after every system call.
     sys.setswitchinterval(0.0005)
-    faust_app, resources = build_app(get_settings())
-    faust.Worker(faust_app, resources, loglevel="info").execute_from_commandline()
+    faust_app, lifecycle = build_app(get_settings())
+    faust.Worker(faust_app, lifecycle, loglevel="info").execute_from_commandline()
 
 
 @app.command()

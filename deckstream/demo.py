@@ -10,8 +10,8 @@ from rich.table import Table
 
 from deckstream.client import DeckstreamClient
 from deckstream.stack import start_stack
+from services.bootstrap import api_token
 from services.settings import Settings
-from services.storage.api_token import load_or_create_token
 
 
 def run_demo(settings: Settings, file: Path, *, cloze: bool, console: Console) -> int:
@@ -20,9 +20,7 @@ def run_demo(settings: Settings, file: Path, *, cloze: bool, console: Console) -
     with console.status("starting Kafka, the LLM server, the worker and the API..."):
         stack = start_stack(settings, api=True)
     try:
-        token = load_or_create_token(
-            stack.settings.home, settings.api.token.get_secret_value() if settings.api.token else None
-        )
+        token = api_token(stack.settings)
         assert stack.api_url is not None
         with DeckstreamClient(stack.api_url, token) as client:
             options = {"card_types": ["basic", "cloze"]} if cloze else None

@@ -3,12 +3,16 @@
     DeckstreamError
      ├── RetryableError          timeouts, 429/503, backpressure: try again later
      └── PermanentError          the input itself is bad: record the reason, do not retry
-          ├── InputRejected      an upload we refuse (maps to 4xx at the API edge)
-          │    ├── EmptyFile
-          │    ├── FileTooLarge
-          │    ├── UnsupportedFileType
-          │    ├── PasswordProtected
-          │    └── CorruptFile
+          ├── Refused            a request we refuse (``http_status``: the API's 4xx)
+          │    ├── InputRejected      an upload we refuse
+          │    │    ├── EmptyFile
+          │    │    ├── FileTooLarge
+          │    │    ├── UnsupportedFileType
+          │    │    ├── PasswordProtected
+          │    │    ├── CorruptFile
+          │    │    └── InvalidOptions
+          │    ├── DocumentNotFound   (also another tenant's document)
+          │    └── Conflict           not in this state (``code`` says which)
           ├── BadModelOutput     the LLM answered, but not with usable cards
           │    └── UnreadableOutput   one answer held no readable card (bad JSON, no Q:/A:)
           │         └── RepairNeeded  …so the card writer asks once more, at once
@@ -42,7 +46,19 @@ class PermanentError(DeckstreamError):
     code = "permanent"
 
 
-class InputRejected(PermanentError):
+class Refused(PermanentError):
+    """A request we refuse; ``http_status`` is the API's answer, ``code`` names the problem."""
+
+    code = "refused"
+    http_status = 400
+
+    def __init__(self, reason: str, code: str | None = None) -> None:
+        super().__init__(reason)
+        if code is not None:
+            self.code = code
+
+
+class InputRejected(Refused):
     code = "rejected"
     http_status = 422
 
@@ -70,6 +86,21 @@ class PasswordProtected(InputRejected):
 class CorruptFile(InputRejected):
     code = "corrupt-file"
     http_status = 422
+
+
+class InvalidOptions(InputRejected):
+    code = "invalid-options"
+    http_status = 422
+
+
+class DocumentNotFound(Refused):
+    code = "not-found"
+    http_status = 404
+
+
+class Conflict(Refused):
+    code = "conflict"
+    http_status = 409
 
 
 class BadModelOutput(PermanentError):

@@ -1,4 +1,4 @@
-"""The Faust app of one generation: topics, the resources service and the agents.
+"""The Faust app of one generation: topics, the lifecycle service and the agents, wired from the bootstrap.
 
 Built by a function (not at import time) so settings decide the broker, partitions and the
 generation. Reprocessing runs a new generation: a new app id, hence a new consumer group and
@@ -9,26 +9,23 @@ from __future__ import annotations
 
 import faust
 
+from services.bootstrap import build_worker
 from services.events import topics
 from services.settings import Settings
 from streams import faust_fixes
 from streams.agents import split, track, write_cards
 from streams.codec import CODEC
-from streams.lifecycle import PipelineResources
+from streams.lifecycle import WorkerLifecycle
+from streams.outbox import Outbox
 
 
-def bootstrap_of(settings: Settings) -> str:
-    if not settings.kafka.bootstrap:
-        raise RuntimeError("DECKSTREAM_KAFKA_BOOTSTRAP is not set (`deckstream up` sets it)")
-    return settings.kafka.bootstrap
+def faust_app(settings: Settings, bootstrap: str) -> faust.App:
+    """The Faust app and its settings; those that differ from Faust's say why.
 
-
-def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
-    """The app and the service its agents use; run both: faust.Worker(app, resources)."""
-    bootstrap = bootstrap_of(settings)
+    Decision: docs/decisions/0012-worker-poll-commit-and-batch-settings.md
+    """
     partitions = settings.kafka.partitions
-    faust_fixes.streams_yield_less()
-    app = faust_fixes.App(
+    return faust_fixes.App(
         f"deckstream-g{settings.generation}",
         broker=[f"{faust_fixes.SCHEME}://{b}" for b in bootstrap.split(",")],
         store="memory://",
@@ -61,6 +58,14 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
         value_serializer=CODEC,
     )
 
+
+def build_app(settings: Settings) -> tuple[faust.App, WorkerLifecycle]:
+    """The app and the service that opens what its agents use; run both: faust.Worker(app, life)."""
+    parts = build_worker(settings)
+    partitions = settings.kafka.partitions
+    faust_fixes.streams_yield_less()
+    app = faust_app(settings, parts.bootstrap)
+
     def topic(*specs: topics.TopicSpec, maxsize: int | None = None) -> faust.TopicT:
         made = app.topic(
             *(s.name for s in specs),
@@ -70,29 +75,34 @@ def build_app(settings: Settings) -> tuple[faust.App, PipelineResources]:
             internal=False,
         )
         # App.topic() takes maxsize but never passes it on (faust-streaming 0.15): set it on
-        # the topic, before its queue exists; the agents' channels are clones and copy it.
+        # the topic, before its queue exists (docs/decisions/0010-topic-buffer-sizes-set-on-the-topic.md).
         made.maxsize = maxsize
         return made
 
-    res = PipelineResources(settings, bootstrap)
+    life = WorkerLifecycle(parts)
     # One consumer feeds every agent: when a channel is full the whole consumer waits. The bulk
     # lane gets a deep buffer so a book's backlog never holds back the interactive lane's chunks.
+    uploads = topic(topics.UPLOADED)
     chunks = topic(topics.CHUNKS, maxsize=settings.kafka.bulk_buffer)
     interactive = topic(topics.CHUNKS_INTERACTIVE)
-    cards = topic(topics.CARDS)
-    uploads = topic(topics.UPLOADED)
-    split.register(app, res, uploads, topic(topics.PAGES), chunks, interactive, cards)
-    write_cards.register(app, res, chunks, interactive, topic(topics.CHUNKS_RETRY), cards, topic(topics.DLQ))
-    track.register(
+    retry = topic(topics.CHUNKS_RETRY)
+    sinks = [uploads, chunks, interactive, retry]
+    sinks += [topic(spec) for spec in (topics.PAGES, topics.CARDS, topics.DLQ, topics.PROGRESS, topics.DECKS)]
+    outbox = Outbox({t.get_topic_name(): t for t in sinks})
+    split.register(app, life, parts.split, outbox, uploads)
+    write_cards.register(
         app,
-        res,
-        topic(
-            topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL, maxsize=settings.kafka.bulk_buffer
-        ),
-        topic(topics.PROGRESS),
-        topic(topics.DECKS),
-        interactive,
-        uploads,
-        partitions,
+        life,
+        parts.write_cards,
+        outbox,
+        bulk=chunks,
+        interactive=interactive,
+        retry=retry,
+        concurrency=settings.llm.max_in_flight,
+        retry_delay_s=settings.llm.retry_delay_s,
     )
-    return app, res
+    facts = topic(
+        topics.UPLOADED, topics.PAGES, topics.CARDS, topics.CONTROL, maxsize=settings.kafka.bulk_buffer
+    )
+    track.register(app, life, parts.tracker, outbox, facts, partitions)
+    return app, life

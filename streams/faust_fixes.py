@@ -1,30 +1,17 @@
-"""Faust's aiokafka transport, with a short fetch wait and a cheap hand-off (`deckstream-kafka://`).
+"""Every correction deckstream makes to Faust, aiokafka and mode internals, in one place.
 
-One consumer feeds every agent of a worker, and it has one fetch request in flight to the
-broker at a time. A fetch covers only the partitions with nothing buffered, and Faust makes
-the broker hold it for up to 1.5 s when those are quiet: meanwhile the partitions that do
-have new records (chunks for the LLM, facts for the tracker) wait. Measured on the generation
-bench: idle gaps of 1-1.5 s in a 7 s run. A 50 ms wait costs the broker about 20 empty
-fetches a second per idle worker.
+Each correction's docstring names its decision record under docs/decisions/: the upstream
+behaviour at the pinned versions (faust-streaming 0.15.3, aiokafka 0.14.0, mode-streaming
+0.7.1), how it was found, the test that proves it, and when to remove it.
+tests/unit/test_pinned_internals.py fails when the installed versions differ from the pins.
 
-Faust hands each record to its agents inside `wait_first(callback(record), suspend_flow)`: four
-tasks, three of them cancelled again, and two passes of the event loop per record. With 64 LLM
-calls in flight a pass takes milliseconds, and the generation bench measured chunks reaching
-their actors 1.4 s (median) after they were published: the consumer, not the LLM, set the pace.
-Here the callback runs inline, and only a record that has to wait (a full channel) takes
-Faust's path, so a rebalance can still abandon it.
-
-When an agent's buffer fills, Faust stops fetching that partition until the buffer is down to
-40%, but a `getmany` already waiting keeps the old partition list until its timeout, which
-Faust sets at 1 s: the bench saw a book's last cards wait in 1 s steps for a tracker that
-had long emptied its buffer. A 0.1 s timeout bounds that stall.
-
-Commits never pass a record an agent is still working on (faust #606; see `_new_offset`), and
-a rebalance or a restart drops no record unread: no fetch of an empty partition set (aiokafka
-reads it as "all"), a seek back for partitions never committed, and stream partitions paused
-until Faust's recovery has emptied the agents' buffers for the last time. And a rebalance or
-a shutdown need not wait for work that has not started: `flow_stopped` tells agents to hand it
-back.
+- the worker's transport (`deckstream-kafka://`): a 50 ms fetch wait (0001), no fetch of an
+  empty partition set (0002), a seek back for partitions never committed (0003), stream
+  partitions resumed only after the rebalance (0004), no commit past a record in flight (0005),
+  a signal to hand unstarted work back when the flow stops (0006), inline delivery (0007);
+- the app: a started producer returned at once (0008); stream iterators that give way every
+  2 ms (0009). Settings and topic buffers (0010, 0012) are in streams/app.py, the tracker's
+  table keys (0011) in streams/agents/track.py.
 """
 
 from __future__ import annotations
@@ -50,6 +37,10 @@ GETMANY_TIMEOUT_S = 0.1
 
 class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
+        """A 50 ms broker fetch wait for the worker's consumer, not Faust's 1.5 s.
+
+        Decision: docs/decisions/0001-fetch-wait-50-ms.md
+        """
         consumer = super()._create_worker_consumer(transport)
         # Read by AIOKafkaConsumer.start() when it builds its fetcher; Faust hard-codes 1500.
         consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
@@ -64,12 +55,7 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     ) -> Any:
         """Faust's fetch, of the partitions active now, and of none when none is.
 
-        Faust hands over its own set of active partitions, which the event loop's thread keeps
-        changing (a rebalance pauses them), and aiokafka reads an empty set as "every
-        partition": a fetch that starts as table recovery pauses its changelog partitions
-        returns the paused stream partitions' records, which Faust's `getmany` then drops as
-        inactive, after aiokafka has moved its position past them. Traced on the SIGKILL fault
-        test: a restarted worker's first fetch took chunks 0-190 that no agent ever saw.
+        Decision: docs/decisions/0002-no-fetch-of-an-empty-partition-set.md
         """
         partitions = None if active_partitions is None else frozenset(active_partitions)
         if partitions is not None and not partitions:  # (None: a client-only app, as in Faust)
@@ -77,17 +63,17 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await super()._fetch_records(consumer, partitions, timeout=timeout, max_records=max_records)  # type: ignore[arg-type]
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every partition to its committed offset, or to its start where it has none.
+
+        Decision: docs/decisions/0003-rewind-partitions-never-committed.md
+        """
         committed: Mapping[TP, int] = await self.call_thread(self._seek_to_committed)
         return committed
 
     async def _seek_to_committed(self) -> Mapping[TP, int]:
-        """Seek every partition to its committed offset, or where there is none, to its start.
+        """The seek itself, in the consumer's thread.
 
-        aiokafka seeks only partitions with a committed offset above 0 and leaves the others
-        wherever its fetcher has got to, so after a rebalance Faust re-read from the committed
-        offset only the partitions that had one: records of a partition never committed that
-        were fetched before the rebalance and dropped by it were never read again. Our
-        consumers reset to the earliest offset, so "no committed offset" means the start.
+        Decision: docs/decisions/0003-rewind-partitions-never-committed.md
         """
         consumer = self._ensure_consumer()
         committed: Mapping[TP, int] = await consumer.seek_to_committed()
@@ -100,7 +86,10 @@ class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 async def _finish(coro: Coroutine[Any, Any, Any], waiting_on: Any) -> Any:
-    """Run `coro`, already started and now waiting on `waiting_on`, to its end in this task."""
+    """Run `coro`, already started and now waiting on `waiting_on`, to its end in this task.
+
+    Decision: docs/decisions/0007-inline-delivery-and-a-leaner-drain-loop.md
+    """
     while True:
         try:
             if waiting_on is None:  # a bare yield: asyncio.sleep(0)
@@ -131,9 +120,10 @@ class _Consumer(faust_aiokafka.Consumer):
 
     @property
     def flow_stopped(self) -> asyncio.Future[None]:
-        """Done while the flow is stopped: a rebalance or a shutdown waits for every record an
-        agent holds (`stream_wait_empty`), so work not yet started should be handed back.
-        One future for every waiter, made again once the flow resumes."""
+        """Done while the flow is stopped (a rebalance or a shutdown): hand unstarted work back.
+
+        Decision: docs/decisions/0006-hand-back-unstarted-work-when-the-flow-stops.md
+        """
         fut = self._flow_stopped
         if fut is None or fut.done() == self.flow_active:  # made for the other state
             fut = self._flow_stopped = asyncio.get_running_loop().create_future()
@@ -142,6 +132,10 @@ class _Consumer(faust_aiokafka.Consumer):
         return fut
 
     def stop_flow(self) -> None:
+        """Faust's stop_flow, which also tells the agents waiting on `flow_stopped`.
+
+        Decision: docs/decisions/0006-hand-back-unstarted-work-when-the-flow-stops.md
+        """
         super().stop_flow()
         if self._flow_stopped is not None and not self._flow_stopped.done():
             self._flow_stopped.set_result(None)
@@ -152,15 +146,7 @@ class _Consumer(faust_aiokafka.Consumer):
     def resume_partitions(self, tps: Iterable[TP]) -> None:
         """Resume fetching, but a stream partition only once the rebalance is over.
 
-        Faust's recovery resumes the stream partitions, seeks them to their committed offsets
-        and only then calls `flow_control.resume()`, which empties every agent's buffer
-        (faust-streaming 0.15, `Recovery.on_recovery_completed` and `_resume_streams`). Records
-        fetched in between are delivered, then dropped with the buffers, and never read again:
-        the seek came before the clear, and the read offset has moved past them.
-        Traced on the SIGKILL fault test: a restarted worker took in a killed worker's 264
-        chunks, the buffers were cleared with 228 of them in, and only the reconciler's resend
-        brought them back. Here the stream partitions stay paused until `App.on_rebalance_end`,
-        which runs after that last clear; changelog partitions (table recovery) resume at once.
+        Decision: docs/decisions/0004-resume-stream-partitions-after-the-rebalance.md
         """
         tpset = ensure_TPset(tps)
         if self.app.rebalancing:
@@ -170,13 +156,19 @@ class _Consumer(faust_aiokafka.Consumer):
         super().resume_partitions(tpset)
 
     def pause_partitions(self, tps: Iterable[TP]) -> None:
+        """Pause, and forget a held-back partition that a new rebalance takes back.
+
+        Decision: docs/decisions/0004-resume-stream-partitions-after-the-rebalance.md
+        """
         tpset = ensure_TPset(tps)
         self._held_back -= tpset  # a new rebalance may take them back before the last one ends
         super().pause_partitions(tpset)
 
     def resume_held_back(self) -> None:
-        """The rebalance is over and the agents' buffers were emptied: fetch from every stream
-        partition that recovery resumed."""
+        """The rebalance is over and the agents' buffers were emptied: fetch what was held back.
+
+        Decision: docs/decisions/0004-resume-stream-partitions-after-the-rebalance.md
+        """
         held, self._held_back = self._held_back, frozenset()
         if held:
             super().resume_partitions(held & self.assignment())
@@ -184,12 +176,7 @@ class _Consumer(faust_aiokafka.Consumer):
     def _new_offset(self, tp: Any) -> int | None:
         """Faust's next offset to commit, but never past a record still being processed.
 
-        faust-streaming 0.15 takes one missing offset at the head of the acked run for a gap
-        in the log, so with concurrent actors it commits over the record at the committed
-        offset while an actor still works on it (faust #606, fix in PR #707, not released):
-        a worker killed then loses that chunk until the reconciler notices. Here the acked
-        offsets at or above the lowest record an actor has taken but not acked are held back
-        from Faust's computation, and kept for a later commit.
+        Decision: docs/decisions/0005-never-commit-past-an-in-flight-record.md
         """
         in_flight = [m.offset for m in self._unacked_messages if m.tp == tp and not m.acked]
         if not in_flight:
@@ -204,7 +191,10 @@ class _Consumer(faust_aiokafka.Consumer):
             acked.extend(later)  # still in _acked_index: Faust drops only what it commits
 
     async def _deliver(self, delivery: Coroutine[Any, Any, Any]) -> None:
-        """Run the agents' callback for one record inline; wait as Faust does only if it blocks."""
+        """Run the agents' callback for one record inline; wait as Faust does only if it blocks.
+
+        Decision: docs/decisions/0007-inline-delivery-and-a-leaner-drain-loop.md
+        """
         try:
             waiting_on = delivery.send(None)
         except StopIteration:
@@ -215,6 +205,10 @@ class _Consumer(faust_aiokafka.Consumer):
         # faust.transport.consumer.Consumer._drain_messages (faust-streaming 0.15.x, pinned),
         # with the record handed over by _deliver instead of wait_first, a shorter getmany, and
         # no sleep(0) before it.
+        """Faust's drain loop with inline delivery, a 0.1 s getmany and no sleep(0) per fetch.
+
+        Decision: docs/decisions/0007-inline-delivery-and-a-leaner-drain-loop.md
+        """
         callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
@@ -271,36 +265,43 @@ class _Consumer(faust_aiokafka.Consumer):
 
 
 def flow_stopped(app: Any) -> asyncio.Future[None] | None:
-    """The worker's `_Consumer.flow_stopped`; None for another consumer (no hand-back)."""
+    """The worker's `_Consumer.flow_stopped`; None for another consumer (no hand-back).
+
+    Decision: docs/decisions/0006-hand-back-unstarted-work-when-the-flow-stops.md
+    """
     consumer = app.consumer
     return consumer.flow_stopped if isinstance(consumer, _Consumer) else None
 
 
 async def hand_back(topic: Any, event: Any) -> None:
-    """Put an event not yet worked on at the end of its topic's partition (keyed by its
-    document), and see it stored before the record it replaces can be committed as read."""
+    """Put an event back at the end of its partition and see it stored before its record is read.
+
+    Decision: docs/decisions/0006-hand-back-unstarted-work-when-the-flow-stops.md
+    """
     await (await topic.send(key=event.document_id, value=event))
 
 
 class App(faust.App):
-    """faust.App without three passes of the event loop per message sent.
+    """faust.App without passes of the event loop per message sent, resuming held-back partitions.
 
-    Every `Topic.send()` first awaits `app.maybe_start_producer()`, which mode's `@stampede`
-    wraps in up to three `asyncio.sleep(0)`: each send then waits for as many full passes of an
-    event loop that is busy with 64 LLM calls. Measured on the generation bench: 1-3 ms per
-    page sent, and 2.3 s to publish a book's 1,047 pages and chunks (0.2 s of it CPU). Once the
-    producer runs, it is returned at once.
+    Decision: docs/decisions/0008-return-a-started-producer-at-once.md
     """
 
     async def maybe_start_producer(self) -> Any:
+        """The producer at once once it runs (no stampede sleeps).
+
+        Decision: docs/decisions/0008-return-a-started-producer-at-once.md
+        """
         producer = self.producer
         if producer.started and not self.in_transaction:
             return producer
         return await super().maybe_start_producer()
 
     def on_rebalance_end(self) -> None:
-        """Also start fetching the stream partitions held back during the rebalance (see
-        `_Consumer.resume_partitions`)."""
+        """Also start fetching the stream partitions held back during the rebalance.
+
+        Decision: docs/decisions/0004-resume-stream-partitions-after-the-rebalance.md
+        """
         super().on_rebalance_end()
         consumer = self.consumer
         if isinstance(consumer, _Consumer):
@@ -311,7 +312,10 @@ STREAM_YIELD_EVERY_S = 0.002
 
 
 class _Ready:
-    """An awaitable that is done at once (no pass of the event loop)."""
+    """An awaitable that is done at once (no pass of the event loop).
+
+    Decision: docs/decisions/0009-stream-iterators-yield-every-2-ms.md
+    """
 
     def __await__(self) -> Generator[Any, Any, None]:
         yield from ()
@@ -323,7 +327,10 @@ _last_yield = 0.0
 
 
 def _sleep_now_and_then(delay: float, result: Any = None) -> Awaitable[Any]:
-    """asyncio.sleep, except that sleep(0) gives way to others at most every 2 ms."""
+    """asyncio.sleep, except that sleep(0) gives way to others at most every 2 ms.
+
+    Decision: docs/decisions/0009-stream-iterators-yield-every-2-ms.md
+    """
     global _last_yield
     if delay == 0:
         now = _clock()
@@ -334,11 +341,10 @@ def _sleep_now_and_then(delay: float, result: Any = None) -> Awaitable[Any]:
 
 
 def streams_yield_less() -> None:
-    """Faust's stream iterator awaits sleep(0) before every event, so an agent takes one event
-    per pass of the event loop. With 64 LLM calls in flight a pass takes 10-15 ms: the tracker
-    got 4 events per batch while 350 pages waited, and a book's chunk count reached its user
-    4.0 s after upload instead of 1.8 s. Here an iterator gives way when 2 ms have passed since
-    any iterator last did."""
+    """Faust's stream iterators give way every 2 ms, not before every event.
+
+    Decision: docs/decisions/0009-stream-iterators-yield-every-2-ms.md
+    """
     try:
         from faust._cython import streams as cython_streams
     except ImportError:  # the pure-Python iterator takes asyncio.sleep as a local: left as is

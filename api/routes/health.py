@@ -9,7 +9,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import StateDep
+from api.deps import PartsDep
 
 router = APIRouter(tags=["health"])
 
@@ -34,13 +34,13 @@ async def _llm_ok(http: httpx.AsyncClient, url: str | None) -> str | None:
 
 
 @router.get("/readyz")
-async def readyz(request: Request, state: StateDep) -> JSONResponse:
+async def readyz(request: Request, parts: PartsDep) -> JSONResponse:
     """Ready when Kafka is caught up, the LLM answers and the blob store is writable."""
     checks: dict[str, Any] = {}
-    checks["kafka"] = "ok" if state.hub.ready else (state.hub.error or "catching up")
-    llm = await _llm_ok(request.app.state.http, state.settings.llm.url)
+    checks["kafka"] = "ok" if parts.feed.ready else (parts.feed.error or "catching up")
+    llm = await _llm_ok(request.app.state.http, parts.settings.llm.url)
     checks["llm"] = llm or "ok"
-    checks["blobs"] = "ok" if os.access(state.settings.blob_dir, os.W_OK) else "not writable"
+    checks["blobs"] = "ok" if os.access(parts.settings.blob_dir, os.W_OK) else "not writable"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
         {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503

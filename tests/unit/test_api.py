@@ -1,4 +1,4 @@
-"""The API at its edge, with a fake publisher and a hub fed by hand (no Kafka here).
+"""The API at its edge, with a fake publisher and a progress feed fed by hand (no Kafka here).
 
 The same routes run against the real broker in tests/integration/test_pipeline.py.
 """
@@ -17,8 +17,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.hub import Position, ProgressHub
 from services.documents.decks import store_chunk_cards
+from services.documents.views import Position
 from services.domain import Card
 from services.events import topics
 from services.events.models import (
@@ -29,27 +29,15 @@ from services.events.models import (
     Event,
     encode,
 )
+from services.events.progress_feed import ProgressFeed
 from services.settings import Settings
 from tests.conftest import TOKEN, corpus_file
+from tests.fakes import FakePublisher
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-class FakePublisher:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, Event]] = []
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def publish(self, topic: str, event: Event) -> None:
-        self.sent.append((topic, event))
-
-
-class FakeHub(ProgressHub):
+class FakeHub(ProgressFeed):
     def __init__(self) -> None:
         super().__init__("unused:0")
         self.offset = 0
@@ -74,7 +62,7 @@ def parts(tmp_path: Path) -> tuple[Settings, FakePublisher, FakeHub]:
 @pytest.fixture()
 def client(parts: tuple[Settings, FakePublisher, FakeHub]) -> Iterator[TestClient]:
     settings, publisher, hub = parts
-    with TestClient(create_app(settings, publisher=publisher, hub=hub)) as c:
+    with TestClient(create_app(settings, publisher=publisher, feed=hub)) as c:
         yield c
 
 
@@ -380,7 +368,7 @@ def test_options_fall_back_to_configured_defaults_and_must_be_an_object(
 def test_event_streams_beyond_the_cap_get_503(parts: tuple) -> None:
     settings, publisher, hub = parts
     settings.api.max_subscribers = 0
-    with TestClient(create_app(settings, publisher=publisher, hub=hub)) as c:
+    with TestClient(create_app(settings, publisher=publisher, feed=hub)) as c:
         hub.feed(progress("d8"))
         r = c.get("/v1/documents/d8/events", headers=AUTH)
         assert r.status_code == 503 and r.headers["retry-after"] == "5"

@@ -1,0 +1,125 @@
+"""The composition root: every port and handler, built from the settings tree in one place.
+
+The worker (streams/app.py), the API (api/app.py), the CLI and the benches build what they run
+here. Nothing is opened here: each client is opened and closed by its owner (the worker's
+lifecycle service, the API's lifespan).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.documents.settled import SettledDocuments
+from services.documents.views import DocumentViews
+from services.events.progress_feed import ProgressFeed
+from services.events.publisher import EventPublisher, KafkaPublisher
+from services.extraction import Sandbox
+from services.handlers.split import SplitUpload
+from services.handlers.track import DocumentTracker
+from services.handlers.upload import AcceptUpload
+from services.handlers.write_cards import WriteChunkCards
+from services.llm.breaker import CircuitBreaker
+from services.llm.connection import LLMConnection
+from services.llm.scheduler import InflightScheduler
+from services.settings import Settings
+from services.storage.api_token import load_or_create_token
+from services.storage.blobs import BlobStore, LocalBlobStore
+
+
+def kafka_bootstrap(settings: Settings) -> str:
+    if not settings.kafka.bootstrap:
+        raise RuntimeError("DECKSTREAM_KAFKA_BOOTSTRAP is not set (`deckstream up` sets it)")
+    return settings.kafka.bootstrap
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    return LocalBlobStore(settings.blob_dir)
+
+
+def api_token(settings: Settings) -> str:
+    """DECKSTREAM_API_TOKEN, or the one kept in home (made at first start)."""
+    configured = settings.api.token.get_secret_value() if settings.api.token else None
+    return load_or_create_token(settings.home, configured)
+
+
+@dataclass(slots=True)
+class WorkerParts:
+    """What a Faust worker runs: its ports and the handlers its agents call."""
+
+    settings: Settings
+    bootstrap: str
+    blobs: BlobStore
+    sandbox: Sandbox
+    llm: LLMConnection
+    breaker: CircuitBreaker
+    scheduler: InflightScheduler
+    settled: SettledDocuments
+    split: SplitUpload
+    write_cards: WriteChunkCards
+    tracker: DocumentTracker
+
+
+def build_worker(settings: Settings) -> WorkerParts:
+    cfg = settings.llm
+    blobs = blob_store(settings)
+    sandbox = Sandbox(settings.limits)
+    llm = LLMConnection(cfg)
+    breaker = CircuitBreaker(cfg.breaker_threshold, cfg.breaker_cooldown_s)
+    scheduler = InflightScheduler(cfg.max_in_flight, cfg.per_document_in_flight)
+    settled = SettledDocuments()
+    return WorkerParts(
+        settings=settings,
+        bootstrap=kafka_bootstrap(settings),
+        blobs=blobs,
+        sandbox=sandbox,
+        llm=llm,
+        breaker=breaker,
+        scheduler=scheduler,
+        settled=settled,
+        split=SplitUpload(blobs=blobs, sandbox=sandbox, settled=settled, chunks=settings.chunks),
+        write_cards=WriteChunkCards(
+            llm_settings=cfg,
+            card_settings=settings.cards,
+            blobs=blobs,
+            llm=llm,
+            scheduler=scheduler,
+            breaker=breaker,
+            settled=settled,
+        ),
+        tracker=DocumentTracker(
+            blobs=blobs, breaker=breaker, reconcile_after_s=settings.kafka.reconcile_after_s
+        ),
+    )
+
+
+@dataclass(slots=True)
+class ApiParts:
+    """What an API process serves from: its ports and the handlers its routes call."""
+
+    settings: Settings
+    token: str
+    blobs: BlobStore
+    publisher: EventPublisher
+    feed: ProgressFeed
+    views: DocumentViews
+    upload: AcceptUpload
+
+
+def build_api(
+    settings: Settings, *, publisher: EventPublisher | None = None, feed: ProgressFeed | None = None
+) -> ApiParts:
+    """Tests may pass their own publisher and feed (their start and stop are still called)."""
+    if publisher is None or feed is None:
+        bootstrap = kafka_bootstrap(settings)
+        publisher = publisher or KafkaPublisher(bootstrap)
+        feed = feed or ProgressFeed(bootstrap)
+    blobs = blob_store(settings)
+    return ApiParts(
+        settings=settings,
+        token=api_token(settings),
+        blobs=blobs,
+        publisher=publisher,
+        feed=feed,
+        views=feed.views,
+        upload=AcceptUpload(settings=settings, blobs=blobs, publisher=publisher, views=feed.views),
+    )

@@ -1,0 +1,105 @@
+"""One Kafka consumer per API process that keeps the document views up to date.
+
+It reads jobs.progress and decks from the beginning without a consumer group (every partition,
+no rebalances, no commits) and applies each record to `DocumentViews`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from services.documents.views import DocumentViews, Position
+from services.events import topics
+from services.events.models import decode
+
+log = structlog.get_logger(__name__)
+
+
+class ProgressFeed:
+    def __init__(self, bootstrap: str, views: DocumentViews | None = None) -> None:
+        self.bootstrap = bootstrap
+        self.views = views if views is not None else DocumentViews()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._caught_up = asyncio.Event()
+        self._targets: dict[TopicPartition, int] = {}
+        self.error: str | None = None
+
+    async def start(self) -> None:
+        # Subscribed without a group: aiokafka assigns every partition, no rebalances, no commits.
+        self._consumer = AIOKafkaConsumer(
+            topics.PROGRESS.name,
+            topics.DECKS.name,
+            bootstrap_servers=self.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=topics.FETCH_MAX_WAIT_MS,
+            max_poll_records=500,
+        )
+        await self._consumer.start()
+        try:
+            tps = list(self._consumer.assignment())
+            if not tps:
+                raise RuntimeError(
+                    f"topics {topics.PROGRESS.name}, {topics.DECKS.name} not found on {self.bootstrap}"
+                )
+            ends = await self._consumer.end_offsets(tps)
+            self._targets = {tp: off for tp, off in ends.items() if off > 0}
+        except BaseException:
+            await self._consumer.stop()
+            self._consumer = None
+            raise
+        if not self._targets:
+            self._caught_up.set()
+        self._task = asyncio.create_task(self._run(), name="progress-feed")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer is not None:
+            await self._consumer.stop()
+        self.views.close()
+
+    @property
+    def ready(self) -> bool:
+        return self._caught_up.is_set() and self._task is not None and not self._task.done()
+
+    async def wait_caught_up(self, timeout_s: float) -> bool:
+        try:
+            await asyncio.wait_for(self._caught_up.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        try:
+            async for message in self._consumer:
+                self.apply(message.topic, Position(message.partition, message.offset), message.value)
+                tp = TopicPartition(message.topic, message.partition)
+                if tp in self._targets and message.offset + 1 >= self._targets[tp]:
+                    del self._targets[tp]
+                    if not self._targets:
+                        self._caught_up.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            log.exception("progress feed stopped")
+            raise
+
+    def apply(self, topic: str, pos: Position, value: bytes) -> None:
+        try:
+            event = decode(value)
+        except Exception:
+            log.warning("undecodable event", topic=topic, partition=pos.partition, offset=pos.offset)
+            return
+        self.views.apply(pos, event)

@@ -1,0 +1,49 @@
+"""Assemble a deck: a finished document's stored cards, without near-duplicates, as one deck
+blob, announced by DeckAssembled on the compacted decks topic."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+import structlog
+
+from services.cards.dedup import drop_near_duplicates
+from services.documents.decks import collect_cards, store_deck
+from services.documents.state import AssembleDeck, DocumentState
+from services.events.models import DeckAssembled
+from services.storage.blobs import BlobStore
+
+log = structlog.get_logger(__name__)
+
+
+async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck) -> DeckAssembled:
+    """The deck of a document the state machine has just finished (file I/O in threads)."""
+    cards = await asyncio.to_thread(collect_cards, blobs, st.document_id, st.generation)
+    cards = await asyncio.to_thread(drop_near_duplicates, cards)
+    uri = await asyncio.to_thread(
+        functools.partial(
+            store_deck,
+            blobs,
+            st.document_id,
+            st.generation,
+            deck.status,
+            cards,
+            empty_chunks=[e.model_dump() for e in deck.empty],
+            dropped=deck.dropped,
+            dropped_by_reason=deck.dropped_by_reason,
+            duplicates_removed=max(0, st.cards - len(cards)),
+        )
+    )
+    log.info("deck assembled", document_id=st.document_id, status=deck.status, cards=len(cards))
+    return DeckAssembled(
+        tenant_id=st.tenant_id,
+        document_id=st.document_id,
+        generation=st.generation,
+        status=deck.status,
+        deck_uri=uri,
+        cards=len(cards),
+        chunks_total=max(st.chunks_total, 0),
+        chunks_failed=len(st.failed),
+        failures=deck.failures,
+    )

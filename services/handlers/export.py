@@ -1,0 +1,84 @@
+"""Export a deck as JSON or CSV: the assembled deck once it is complete, else the cards so far."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from typing import Any, Literal
+
+from services.cards.rules import review_kinds
+from services.documents.decks import Deck, collect_cards, load_deck
+from services.documents.views import DocumentView
+from services.domain import Card, count_reasons
+from services.storage.blobs import BlobStore
+
+CSV_COLUMNS = ["front", "back", "type", "file", "page", "section", "card_id", "needs_review"]
+
+
+def card_json(card: Card) -> dict[str, Any]:
+    return {
+        "card_id": card.card_id,
+        "type": card.type,
+        "front": card.front,
+        "back": card.back,
+        "source": {
+            "file": card.file,
+            "page": card.page,
+            "page_label": card.page_label,
+            "section": list(card.section),
+        },
+        "tags": list(card.tags),
+        "needs_review": card.needs_review,
+        "review": card.review,  # why it needs review
+        "prompt_version": card.prompt_version,
+    }
+
+
+def deck_csv(cards: list[Card]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(CSV_COLUMNS)
+    for c in cards:
+        section = " > ".join(c.section)
+        review = (c.review or "yes") if c.needs_review else ""  # why, when known
+        w.writerow([c.front, c.back, c.type, c.file, c.page_label, section, c.card_id, review])
+    return buf.getvalue()
+
+
+def deck_json(view: DocumentView, cards: list[Card], deck: Deck | None) -> dict[str, Any]:
+    snap = view.snapshot
+    failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
+    return {
+        "document_id": snap.document_id,
+        "filename": snap.filename,
+        "generation": snap.generation,
+        "status": snap.status,
+        "complete": view.deck is not None,
+        "failures": failures,
+        # Known once the deck is assembled: what the checks dropped, and the chunks without a card.
+        "quality": {
+            "cards": len(cards),
+            "needs_review": sum(c.needs_review for c in cards),
+            "needs_review_by_reason": count_reasons(k for c in cards for k in review_kinds(c)),
+            "dropped": deck.dropped if deck else None,
+            "dropped_by_reason": deck.dropped_by_reason if deck else None,
+            "duplicates_removed": deck.duplicates_removed if deck else None,
+        },
+        "empty_chunks": deck.empty_chunks if deck else [],
+        "cards": [card_json(c) for c in cards],
+    }
+
+
+async def export_deck(
+    blobs: BlobStore, view: DocumentView, fmt: Literal["json", "csv"]
+) -> str | dict[str, Any]:
+    """The deck in `fmt`: CSV text, or the JSON body."""
+    deck: Deck | None = None
+    if view.deck is not None:
+        deck = await asyncio.to_thread(load_deck, blobs, view.deck.deck_uri)
+        cards = deck.cards
+    else:
+        snap = view.snapshot
+        cards = await asyncio.to_thread(collect_cards, blobs, snap.document_id, snap.generation)
+    return deck_csv(cards) if fmt == "csv" else deck_json(view, cards, deck)

@@ -10,9 +10,11 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from infra.process import raise_keyboard_interrupt
 from services.bootstrap import api_token
+from services.errors import BrokerHomeMismatch
 from services.logs import configure_logging
 from services.settings import get_settings
 
@@ -50,7 +52,11 @@ def up(
     with console.status(
         "starting Kafka, the LLM server and the worker (first run resolves jars and models)..."
     ):
-        stack = start_stack(settings, api=False)
+        try:
+            stack = start_stack(settings, api=False)
+        except BrokerHomeMismatch as exc:  # kept data we must not use: say why, start nothing
+            console.print(f"[red]{escape(exc.reason)}[/]")
+            raise typer.Exit(1) from None
     try:
         s = stack.settings
         console.print(f"[bold green]deckstream is up[/] at [bold]http://{s.api.host}:{s.api.port}[/]")

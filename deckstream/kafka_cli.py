@@ -1,4 +1,4 @@
-"""``deckstream kafka up|down|status``: the local single-node Kafka broker.
+"""``deckstream kafka up|down|status|reset``: the local single-node Kafka broker.
 
 The bootstrap address goes to stdout (``BOOTSTRAP=$(deckstream kafka up --detach)``);
 progress and messages go to stderr.
@@ -22,17 +22,20 @@ from infra.kafka.launcher import (
     Broker,
     broker_status,
     clear_state,
+    data_dir,
     ensure_topics,
     is_broker_process,
     kafka_dir,
     prune_stale_runs,
     read_state,
+    reset_data,
     resolve_jars,
     start_broker,
     stop_broker,
     write_state,
 )
 from infra.process import pid_alive, raise_keyboard_interrupt
+from services.errors import BrokerHomeMismatch
 from services.events import topics
 from services.settings import Settings, get_settings
 
@@ -83,10 +86,10 @@ def _check_not_running(home: Path, foreground: bool) -> None:
                 f"pid {stale.pid} from {kafka_dir(home) / 'broker.json'} is alive but {stale.bootstrap} "
                 "does not answer; run `deckstream kafka down` first"
             )
-        stop_broker(stale)  # removes its data directory
+        stop_broker(stale)  # removes its run directory; the kept data stays
         clear_state(home)
     for path in prune_stale_runs(home):
-        err.print(f"Removed the data of an earlier run: {path}")
+        err.print(f"Removed the run directory of an earlier start: {path}")
 
 
 def _serve(home: Path, broker: Broker) -> None:
@@ -123,7 +126,7 @@ def _up(settings: Settings, foreground: bool, port: int | None) -> None:
             )
     except KeyboardInterrupt:
         _fail("interrupted; nothing left running", code=130)
-    except RuntimeError as exc:
+    except (RuntimeError, BrokerHomeMismatch) as exc:
         _fail(str(exc))
 
     try:
@@ -196,3 +199,24 @@ def status() -> None:
         typer.echo(json.dumps({"running": False, "state_file": str(kafka_dir(home) / "broker.json")}))
         raise typer.Exit(1)
     typer.echo(json.dumps(found))
+
+
+@app.command()
+def reset(yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False) -> None:
+    """Wipe the local broker's kept data on purpose: every document, deck and page ledger.
+
+    Uploaded files stay in the blob store. Refused while the broker runs.
+    """
+    home = get_settings().home
+    if not data_dir(home).exists():
+        err.print(f"No Kafka data in {kafka_dir(home)}; nothing to reset.")
+        return
+    if not yes:
+        typer.confirm(
+            f"Delete the Kafka data in {data_dir(home)} (every document, deck and page ledger)?", abort=True
+        )
+    try:
+        removed = reset_data(home)
+    except RuntimeError as exc:
+        _fail(str(exc))
+    err.print("Removed " + ", ".join(str(p) for p in removed) + ". The next start formats a new cluster.")

@@ -16,7 +16,8 @@
           ├── BadModelOutput     the LLM answered, but not with usable cards
           │    └── UnreadableOutput   one answer held no readable card (bad JSON, no Q:/A:)
           │         └── RepairNeeded  …so the card writer asks once more, at once
-          └── BlobTooLarge       a file over the blob store's size limit
+          ├── BlobTooLarge       a file over the blob store's size limit
+          └── BrokerHomeMismatch the local broker's kept data is not this deckstream's to use
 
 Each edge maps these once: the API to problem+json, agents to retries or failure events.
 """
@@ -125,3 +126,10 @@ class BlobTooLarge(PermanentError):
     def __init__(self, limit: int) -> None:
         super().__init__(f"the file is larger than the limit of {limit} bytes")
         self.limit = limit
+
+
+class BrokerHomeMismatch(PermanentError):
+    """The local broker's kept data was written by another layout, cluster or Kafka: starting on
+    it could lose or mix documents, so nothing starts and nothing is wiped."""
+
+    code = "broker-home-mismatch"

@@ -5,8 +5,11 @@ as a local Java 17 process in combined broker + controller mode:
 
 * ``resolve_jars`` copies the runtime jars into ``lib_dir`` through Maven; Maven's own cache
   (``~/.m2``) makes every resolution after the first one fast.
-* ``start_broker`` formats a fresh data directory under ``home/kafka/`` on every start (state
-  is never reused across runs), starts ``kafka.Kafka`` and waits until it really serves.
+* ``start_broker`` keeps the broker's data in ``home/kafka/data/``, formatted once for the
+  cluster id kept in ``home/kafka/cluster.json`` (with deckstream's layout version): the log
+  outlives the process, and a home another layout or cluster wrote is refused, never wiped.
+  Each start writes its properties and log to a ``run-*`` directory, starts ``kafka.Kafka`` and
+  waits until it really serves. ``reset_data`` wipes the data on purpose.
 * ``ensure_topics`` creates the pipeline topics explicitly (the broker never auto-creates).
 * ``home/kafka/broker.json`` lets ``deckstream kafka status|down`` find a broker started by
   ``deckstream kafka up`` in another shell.
@@ -49,6 +52,7 @@ from infra.process import (
     terminate_pid,
     wait_until,
 )
+from services.errors import BrokerHomeMismatch
 from services.events.topics import TopicSpec
 
 HERE = Path(__file__).resolve().parent
@@ -59,6 +63,8 @@ SERVER_TEMPLATE = HERE / "server.properties.tmpl"
 STARTED_LINE = b"Kafka Server started"
 MAIN_CLASS = "kafka.Kafka"
 STATE_FILE = "broker.json"
+CLUSTER_FILE = "cluster.json"
+LAYOUT = 2  # 1: a fresh log in each run-* directory (nothing kept); 2: data/ kept, cluster.json
 _STAMP = ".resolved.json"
 _MVN_GOAL = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
 _LOG_TAIL_LINES = 60
@@ -71,12 +77,13 @@ _rdkafka_log = logging.getLogger("deckstream.kafka.rdkafka")
 
 @dataclass
 class Broker:
-    """A running broker: where clients connect, its process, its log and its run directory."""
+    """A running broker: where clients connect, its process, its log and its run directory (the
+    properties and log of this start; the data it keeps is in ``data_dir(home)``)."""
 
     bootstrap: str
     pid: int
     log_path: Path
-    data_dir: Path
+    run_dir: Path
     # Set when this process started the broker (so stopping it also reaps it); None when the
     # broker was found through the state file.
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False, compare=False)
@@ -93,14 +100,103 @@ class Broker:
         return {
             "pid": self.pid,
             "bootstrap": self.bootstrap,
-            "data_dir": str(self.data_dir),
+            "run_dir": str(self.run_dir),
             "log": str(self.log_path),
         }
 
 
 def kafka_dir(home: Path) -> Path:
-    """Where everything of the local broker lives: ``lib/``, one ``run-*/`` per start, the state file."""
+    """Where everything of the local broker lives: ``lib/``, ``data/``, ``cluster.json``, one
+    ``run-*/`` per start, the state file."""
     return home / "kafka"
+
+
+def data_dir(home: Path) -> Path:
+    """The broker's log directory, kept across starts."""
+    return kafka_dir(home) / "data"
+
+
+# --- the kept data -------------------------------------------------------------------------
+
+
+def _properties(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {k.strip(): v.strip() for k, v in pairs if not k.lstrip().startswith("#")}
+
+
+def _refuse(home: Path, why: str) -> BrokerHomeMismatch:
+    return BrokerHomeMismatch(
+        f"{why}. Nothing was changed. Start the deckstream that wrote {kafka_dir(home)}, or wipe "
+        "its Kafka data on purpose with `deckstream kafka reset` (every document's log goes)."
+    )
+
+
+def cluster_id(home: Path) -> str:
+    """The id of the cluster whose data ``home`` keeps, made and recorded on first use.
+
+    Refuses (BrokerHomeMismatch) data that another layout, another cluster or a ZooKeeper-era
+    Kafka wrote: starting on it would lose or mix documents.
+    """
+    record, meta = kafka_dir(home) / CLUSTER_FILE, data_dir(home) / "meta.properties"
+    try:
+        info = json.loads(record.read_text())
+    except FileNotFoundError:
+        info = None
+    except (OSError, ValueError) as exc:
+        raise _refuse(home, f"{record} is unreadable ({exc})") from exc
+    if info is not None:
+        layout = info.get("layout")
+        if layout != LAYOUT:
+            age = "a newer" if isinstance(layout, int) and layout > LAYOUT else "an older"
+            raise _refuse(
+                home,
+                f"{record} says {age} deckstream wrote this broker data "
+                f"(layout {layout}; this one reads {LAYOUT})",
+            )
+    if meta.exists():
+        props = _properties(meta)
+        if props.get("version") == "0" or "broker.id" in props:
+            raise _refuse(home, f"{meta} is a ZooKeeper-era Kafka's; Kafka 4 runs KRaft only")
+        if info is None:
+            raise _refuse(home, f"{data_dir(home)} holds Kafka data deckstream did not record in {record}")
+        if props.get("cluster.id") != info.get("cluster_id"):
+            raise _refuse(
+                home,
+                f"{data_dir(home)} belongs to cluster {props.get('cluster.id')}, "
+                f"but {record} names cluster {info.get('cluster_id')}",
+            )
+        return str(info["cluster_id"])
+    if info is None:
+        if data_dir(home).is_dir() and any(data_dir(home).iterdir()):
+            raise _refuse(home, f"{data_dir(home)} holds files but no Kafka metadata")
+        info = {"layout": LAYOUT, "cluster_id": _cluster_id(), "created_at": int(time.time())}
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        tmp.replace(record)
+    return str(info["cluster_id"])
+
+
+def reset_data(home: Path) -> list[Path]:
+    """Wipe the broker's kept data (the log of every document) and its cluster record.
+
+    Refuses while a broker of this home runs. Returns what was removed.
+    """
+    live = _live_properties_files()
+    running = [p for p in live or () if p.parent.parent == kafka_dir(home)]
+    if running or broker_status(home) is not None:
+        raise RuntimeError(
+            f"a broker is running on {kafka_dir(home)}: stop it first (`deckstream kafka down`)"
+        )
+    removed = []
+    for path in (data_dir(home), kafka_dir(home) / CLUSTER_FILE):
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(path)
+        elif path.exists():
+            path.unlink()
+            removed.append(path)
+    return removed
 
 
 # --- jars --------------------------------------------------------------------------------
@@ -255,22 +351,22 @@ def _jvm(lib_dir: Path, heap: str) -> list[str]:
     ]
 
 
-def _write_properties(run_dir: Path, broker_port: int) -> Path:
+def _write_properties(run_dir: Path, broker_port: int, log_dirs: Path) -> Path:
     controller_port = free_port()
     while controller_port == broker_port:
         controller_port = free_port()
     props = run_dir / "server.properties"
     text = Template(SERVER_TEMPLATE.read_text()).substitute(
-        broker_port=broker_port, controller_port=controller_port, log_dirs=run_dir / "kraft"
+        broker_port=broker_port, controller_port=controller_port, log_dirs=log_dirs
     )
     props.write_text(text)
     return props
 
 
-def _format_storage(jvm: list[str], props: Path, timeout_s: float) -> None:
+def _format_storage(jvm: list[str], props: Path, cluster: str, timeout_s: float) -> None:
     """``kafka-storage.sh format``: without it the broker stops with "No readable meta.properties"."""
     done = subprocess.run(
-        [*jvm, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(props)],
+        [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props), "--ignore-formatted"],
         capture_output=True,
         text=True,
         timeout=timeout_s,
@@ -311,25 +407,29 @@ def start_broker(
     port: int | None = None,
     die_with_parent_process: bool = True,
 ) -> Broker:
-    """Format a fresh data directory under ``home/kafka/`` and start a broker there.
+    """Start a broker on the data kept in ``home/kafka/data/`` (formatted on first use).
 
     Returns once the broker logged ``Kafka Server started`` and answered an admin request.
+    Raises BrokerHomeMismatch, before starting anything, for data it must not use.
     ``port`` fixes the client port (default: a free one). With ``die_with_parent_process``
     (the default) the kernel stops the broker when this process dies; ``deckstream kafka up
     --detach`` turns it off so the broker outlives the command. On failure the process is
-    killed, the run directory removed, and a ``RuntimeError`` carries the log tail.
+    killed, the run directory removed (the kept data stays), and a ``RuntimeError`` carries the
+    log tail.
     """
     started = time.monotonic()
     deadline = started + timeout_s
     kafka_dir(home).mkdir(parents=True, exist_ok=True)
+    cluster = cluster_id(home)
     jvm = _jvm(resolve_jars(kafka_dir(home) / "lib"), heap)
     run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=kafka_dir(home)))
     proc: subprocess.Popen[bytes] | None = None
     log_path = run_dir / "broker.log"
     try:
         broker_port = port if port is not None else free_port()
-        props = _write_properties(run_dir, broker_port)
-        _format_storage(jvm, props, timeout_s)
+        props = _write_properties(run_dir, broker_port, data_dir(home))
+        if not (data_dir(home) / "meta.properties").exists():
+            _format_storage(jvm, props, cluster, timeout_s)
         with log_path.open("wb") as out:
             proc = subprocess.Popen(
                 [*jvm, MAIN_CLASS, str(props)],
@@ -364,7 +464,8 @@ def is_broker_process(pid: int) -> bool:
 
 
 def stop_broker(broker: Broker, timeout_s: float = 30.0) -> None:
-    """SIGTERM (a clean shutdown), SIGKILL after ``timeout_s``; then remove its run directory.
+    """SIGTERM (a clean shutdown), SIGKILL after ``timeout_s``; then remove its run directory
+    (the kept data stays).
 
     Idempotent. Also removes ``home/kafka/broker.json`` when it names this broker.
     """
@@ -373,8 +474,8 @@ def stop_broker(broker: Broker, timeout_s: float = 30.0) -> None:
         terminate(broker.process, timeout_s)
     elif pid_alive(broker.pid) and is_broker_process(broker.pid):
         terminate_pid(broker.pid, timeout_s)
-    shutil.rmtree(broker.data_dir, ignore_errors=True)
-    state = broker.data_dir.parent / STATE_FILE
+    shutil.rmtree(broker.run_dir, ignore_errors=True)
+    state = broker.run_dir.parent / STATE_FILE
     found = _read_state_file(state)
     if found is not None and found.pid == broker.pid:
         state.unlink(missing_ok=True)
@@ -487,7 +588,7 @@ def _read_state_file(path: Path) -> Broker | None:
             bootstrap=str(data["bootstrap"]),
             pid=int(data["pid"]),
             log_path=Path(data["log"]),
-            data_dir=Path(data["data_dir"]),
+            run_dir=Path(data.get("run_dir") or data["data_dir"]),  # data_dir: layout 1
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import uuid
 from collections.abc import Iterator
@@ -15,9 +16,13 @@ from aiokafka.structs import TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
 from infra.kafka.launcher import (
+    CLUSTER_FILE,
     Broker,
     broker_status,
+    data_dir,
     ensure_topics,
+    kafka_dir,
+    reset_data,
     start_broker,
     state_path,
     stop_broker,
@@ -25,6 +30,7 @@ from infra.kafka.launcher import (
 )
 from infra.process import pid_alive, port_open
 from services.events import topics
+from services.events.topics import TopicSpec
 from services.settings import get_settings
 from streams.faust_fixes import _ConsumerThread
 
@@ -186,7 +192,8 @@ def test_stop_ends_the_process_closes_the_port_and_clears_the_state(tmp_path: Pa
         stop_broker(own)
     assert not pid_alive(own.pid)
     assert not port_open(own.host, own.port)
-    assert not own.data_dir.exists()
+    assert not own.run_dir.exists()
+    assert (data_dir(home) / "meta.properties").exists()  # the log outlives the process
     assert not state_path(home).exists()
     assert broker_status(home) is None
 
@@ -200,3 +207,60 @@ def test_a_broker_that_cannot_start_fails_with_its_log_and_leaves_nothing(tmp_pa
         with pytest.raises(RuntimeError, match=r"(?s)did not start.*Address already in use"):
             start_broker(home, port=port, timeout_s=60)
     assert list((home / "kafka").glob("run-*")) == []
+
+
+async def test_a_restarted_broker_keeps_its_records_its_cluster_and_its_consumer_offsets(
+    tmp_path: Path,
+) -> None:
+    home, kept = tmp_path / "home", TopicSpec("kept", "records that must outlive the broker")
+    first = start_broker(home, timeout_s=90)
+    try:
+        ensure_topics(first.bootstrap, [kept], partitions=1)
+        producer = AIOKafkaProducer(bootstrap_servers=first.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for i in range(5):
+                await producer.send_and_wait(kept.name, f"record {i}".encode())
+        finally:
+            await producer.stop()
+        reader = AIOKafkaConsumer(
+            kept.name, bootstrap_servers=first.bootstrap, group_id="reader", auto_offset_reset="earliest"
+        )
+        await reader.start()
+        try:
+            got = await reader.getmany(timeout_ms=10_000, max_records=2)
+            assert sum(len(v) for v in got.values()) == 2
+            await reader.commit()
+        finally:
+            await reader.stop()
+        with pytest.raises(RuntimeError, match="stop it first"):
+            reset_data(home)  # never under a running broker
+    finally:
+        stop_broker(first)
+    cluster = json.loads((kafka_dir(home) / CLUSTER_FILE).read_text())["cluster_id"]
+
+    second = start_broker(home, timeout_s=90)
+    try:
+        ensure_topics(second.bootstrap, [kept], partitions=1)  # there already: nothing created
+        everything = AIOKafkaConsumer(
+            kept.name, bootstrap_servers=second.bootstrap, group_id=None, auto_offset_reset="earliest"
+        )
+        await everything.start()
+        try:
+            records: list[bytes] = []
+            while len(records) < 5:
+                batch = await everything.getmany(timeout_ms=10_000)
+                assert batch, f"only {len(records)} of 5 records came back"
+                records += [r.value for rs in batch.values() for r in rs]
+        finally:
+            await everything.stop()
+        assert records == [f"record {i}".encode() for i in range(5)]
+        reader = AIOKafkaConsumer(kept.name, bootstrap_servers=second.bootstrap, group_id="reader")
+        await reader.start()
+        try:
+            assert await reader.committed(TopicPartition(kept.name, 0)) == 2  # the group goes on
+        finally:
+            await reader.stop()
+    finally:
+        stop_broker(second)
+    assert "cluster.id=" + cluster in (data_dir(home) / "meta.properties").read_text()

@@ -1,0 +1,57 @@
+"""Kafka is the system of record: stop deckstream and start it again on the same home, and every
+document is there as it was (status, deck, page ledger, its SSE history), on a broker that kept
+its data under the home."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deckstream.client import DeckstreamClient
+from deckstream.stack import Stack, start_stack
+from tests.conftest import TOKEN, corpus_file, stack_settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.llm]
+
+
+def started(home: Path, llm_url: str) -> Stack:
+    """The stack on its own broker under `home` (no bootstrap given: the launcher starts one)."""
+    return start_stack(stack_settings(home, "", llm_url), api=True)
+
+
+def seen_by_a_user(client: DeckstreamClient, document_id: str) -> dict[str, object]:
+    status = client.status(document_id)
+    deck = client.deck(document_id).json()
+    pages = client.http.get(f"/v1/documents/{document_id}/pages").json()
+    history = [(e.id, e.event) for e in client.events(document_id, timeout_s=60)]
+    listed = [d["document_id"] for d in client.http.get("/v1/documents").json()]
+    return {"status": status, "deck": deck, "pages": pages, "history": history, "listed": listed}
+
+
+def test_a_restart_on_the_same_home_keeps_every_document_as_it_was(tmp_path: Path, llm_url: str) -> None:
+    home = tmp_path / "home"
+    stack = started(home, llm_url)
+    try:
+        assert stack.api_url is not None
+        with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as client:
+            r = client.upload(corpus_file("bee4750_syllabus.docx"))
+            assert r.status_code == 202, r.text
+            document_id = r.json()["document_id"]
+            events = list(client.events(document_id, timeout_s=300))
+            assert events[-1].event == "done"
+            before = seen_by_a_user(client, document_id)
+    finally:
+        stack.stop()
+    assert before["status"]["status"] in ("completed", "partial")  # type: ignore[index]
+
+    again = started(home, llm_url)
+    try:
+        assert again.api_url is not None
+        with DeckstreamClient(again.api_url, TOKEN, timeout_s=30) as client:
+            after = seen_by_a_user(client, document_id)
+    finally:
+        again.stop()
+    assert after == before
+    assert before["deck"]["complete"] is True and before["deck"]["cards"]  # type: ignore[index]
+    assert before["history"][-1][1] == "done"  # type: ignore[index]

@@ -11,7 +11,7 @@ from typing import BinaryIO, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from services.documents.views import DocumentViews
-from services.errors import BlobTooLarge, EmptyFile, FileTooLarge, InputRejected, InvalidOptions
+from services.errors import BlobTooLarge, EmptyFile, FileTooLarge, InvalidOptions
 from services.events import topics
 from services.events.models import DocumentProgress, DocumentUploaded
 from services.events.publisher import EventPublisher
@@ -50,18 +50,18 @@ class AcceptUpload:
         limits = self.settings.limits
         opts = parse_options(options, self.settings)
         try:
-            uri, sha256, size = await asyncio.to_thread(
-                self.blobs.put_upload, file, max_bytes=limits.max_upload_bytes
-            )
+            staged = await asyncio.to_thread(self.blobs.stage_upload, file, max_bytes=limits.max_upload_bytes)
         except BlobTooLarge as exc:
             raise FileTooLarge(f"the file is larger than the {limits.max_upload_bytes:,}-byte limit") from exc
         try:
-            if size == 0:
+            if staged.size == 0:
                 raise EmptyFile("the file is empty")
-            kind = await asyncio.to_thread(check_upload, self.blobs.path(uri), limits, filename=filename)
-        except InputRejected:
-            await asyncio.to_thread(self.blobs.delete, uri)
+            kind = await asyncio.to_thread(check_upload, staged.path, limits, filename=filename)
+        except BaseException:  # refused (or failed): only the staged copy goes
+            await asyncio.to_thread(self.blobs.discard, staged)
             raise
+        uri = await asyncio.to_thread(self.blobs.keep, staged)
+        sha256, size = staged.sha256, staged.size
         name = (filename or "upload").rsplit("/", 1)[-1][:255]
         event = DocumentUploaded(
             tenant_id=tenant_id,

@@ -494,3 +494,31 @@ async def test_a_stalled_document_gets_its_missing_chunks_again_unless_the_llm_i
 
 async def _unavailable() -> None:
     raise RetryableError("LLM unreachable: ConnectError")
+
+
+async def test_a_refused_upload_never_removes_a_file_an_accepted_document_shares(tmp_path: Path) -> None:
+    blobs, publisher, views = LocalBlobStore(tmp_path / "blobs"), FakePublisher(), DocumentViews()
+    accept = AcceptUpload(settings=settings(tmp_path), blobs=blobs, publisher=publisher, views=views)
+    first = await accept("t1", io.BytesIO(TEXT.encode()), "notes.txt", None)
+    with pytest.raises(UnsupportedFileType) as refused:
+        await accept("t1", io.BytesIO(TEXT.encode()), "notes.pdf", None)  # the same bytes, named a PDF
+    assert refused.value.http_status == 415
+    assert blobs.path(first.blob_uri).read_bytes() == TEXT.encode()  # the first document still reads
+    copy = await accept("t2", io.BytesIO(TEXT.encode()), "copy.txt", None)
+    assert copy.blob_uri == first.blob_uri  # one file for the same bytes
+    assert list((tmp_path / "blobs" / "tmp").iterdir()) == []
+
+
+def test_staged_uploads_a_crash_left_are_removed_when_the_store_opens(tmp_path: Path) -> None:
+    import os
+    import time
+
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    old, fresh = staging / "tmp-crashed", staging / "tmp-being-written"
+    old.write_bytes(b"half an upload")
+    fresh.write_bytes(b"an upload under way")
+    two_days_ago = time.time() - 2 * 24 * 3600
+    os.utime(old, (two_days_ago, two_days_ago))
+    store = LocalBlobStore(tmp_path)
+    assert store.removed_stale == 1 and not old.exists() and fresh.exists()

@@ -7,10 +7,13 @@ lifecycle service, the API's lifespan).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from services.documents.settled import SettledDocuments
 from services.documents.views import DocumentViews
+from services.events import topics
+from services.events.models import RecordRejected
 from services.events.progress_feed import ProgressFeed
 from services.events.publisher import EventPublisher, KafkaPublisher
 from services.extraction import Sandbox
@@ -105,6 +108,13 @@ class ApiParts:
     upload: AcceptUpload
 
 
+def _dead_letter_to(publisher: EventPublisher) -> Callable[[RecordRejected], Awaitable[None]]:
+    async def send(letter: RecordRejected) -> None:
+        await publisher.publish(topics.DEAD_LETTERS.name, letter)
+
+    return send
+
+
 def build_api(
     settings: Settings, *, publisher: EventPublisher | None = None, feed: ProgressFeed | None = None
 ) -> ApiParts:
@@ -112,7 +122,7 @@ def build_api(
     if publisher is None or feed is None:
         bootstrap = kafka_bootstrap(settings)
         publisher = publisher or KafkaPublisher(bootstrap)
-        feed = feed or ProgressFeed(bootstrap)
+        feed = feed or ProgressFeed(bootstrap, reject=_dead_letter_to(publisher))
     blobs = blob_store(settings)
     return ApiParts(
         settings=settings,

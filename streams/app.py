@@ -15,6 +15,7 @@ from services.settings import Settings
 from streams import faust_fixes
 from streams.agents import split, track, write_cards
 from streams.codec import CODEC
+from streams.dead_letters import RejectingTopic
 from streams.lifecycle import WorkerLifecycle
 from streams.outbox import Outbox
 
@@ -54,6 +55,7 @@ def faust_app(settings: Settings, bootstrap: str) -> faust.App:
         # for the broker's ack: a book was published one round trip per ~5 events.
         producer_max_batch_size=512 * 1024,  # the broker takes up to 1 MB
         web_enabled=False,
+        Topic=RejectingTopic,  # undecodable records become dead letters (streams/dead_letters.py)
         key_serializer="raw",
         value_serializer=CODEC,
     )

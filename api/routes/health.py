@@ -35,7 +35,8 @@ async def _llm_ok(http: httpx.AsyncClient, url: str | None) -> str | None:
 
 @router.get("/readyz")
 async def readyz(request: Request, parts: PartsDep) -> JSONResponse:
-    """Ready when Kafka is caught up, the LLM answers and the blob store is writable."""
+    """Ready when Kafka is caught up, the LLM answers and the blob store is writable; also the
+    records sent to the dead-letter topic so far, by the topic they came from."""
     checks: dict[str, Any] = {}
     checks["kafka"] = "ok" if parts.feed.ready else (parts.feed.error or "catching up")
     llm = await _llm_ok(request.app.state.http, parts.settings.llm.url)
@@ -43,5 +44,10 @@ async def readyz(request: Request, parts: PartsDep) -> JSONResponse:
     checks["blobs"] = "ok" if os.access(parts.settings.blob_dir, os.W_OK) else "not writable"
     ok = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ready" if ok else "not ready", "checks": checks}, status_code=200 if ok else 503
+        {
+            "status": "ready" if ok else "not ready",
+            "checks": checks,
+            "dead_letters": parts.feed.dead_letters(),
+        },
+        status_code=200 if ok else 503,
     )

@@ -182,6 +182,48 @@ class RetryFailedChunks(Event):
     name = "RetryFailedChunks"
 
 
+class RecordRejected(Event):
+    """A dead letter (see `rejected`)."""
+
+    name = "RecordRejected"
+    source_topic: str
+    partition: int
+    offset: int
+    stage: str
+    reason: str
+    payload: bytes | None = None
+
+
+def rejected(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    *,
+    stage: str,
+    reason: str,
+) -> RecordRejected:
+    """The dead letter of a record: one id per record, however many readers report it."""
+    where = f"{topic}/{partition}/{offset}"
+    try:
+        document_id = key.decode() if key else ""
+    except UnicodeDecodeError:
+        document_id = key.hex() if key else ""
+    return RecordRejected(
+        event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"deckstream:{where}").hex,
+        tenant_id="",
+        document_id=document_id,
+        generation=0,
+        source_topic=topic,
+        partition=partition,
+        offset=offset,
+        stage=stage,
+        reason=reason,
+        payload=value,
+    )
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.name: cls
     for cls in (
@@ -196,6 +238,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DocumentProgress,
         CancelDocument,
         RetryFailedChunks,
+        RecordRejected,
     )
 }
 

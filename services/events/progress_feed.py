@@ -1,27 +1,37 @@
 """One Kafka consumer per API process that keeps the document views up to date.
 
 It reads jobs.progress and decks from the beginning without a consumer group (every partition,
-no rebalances, no commits) and applies each record to `DocumentViews`.
+no rebalances, no commits) and applies each record to `DocumentViews`. It also counts the dead
+letters of pipeline.dlq by source topic (shown on /readyz), and sends one for a record of its own
+topics it cannot decode.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.documents.views import DocumentViews, Position
 from services.events import topics
-from services.events.models import decode
+from services.events.models import RecordRejected, decode, rejected
 
 log = structlog.get_logger(__name__)
+STAGE = "api"
+Reject = Callable[[RecordRejected], Awaitable[None]]
 
 
 class ProgressFeed:
-    def __init__(self, bootstrap: str, views: DocumentViews | None = None) -> None:
+    def __init__(
+        self, bootstrap: str, views: DocumentViews | None = None, reject: Reject | None = None
+    ) -> None:
         self.bootstrap = bootstrap
         self.views = views if views is not None else DocumentViews()
+        self.reject = reject  # sends a dead letter (the API's publisher); None: log only
+        self._dead: dict[str, set[tuple[int, int]]] = {}  # source topic -> (partition, offset)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._caught_up = asyncio.Event()
@@ -33,6 +43,7 @@ class ProgressFeed:
         self._consumer = AIOKafkaConsumer(
             topics.PROGRESS.name,
             topics.DECKS.name,
+            topics.DEAD_LETTERS.name,
             bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -83,7 +94,7 @@ class ProgressFeed:
         assert self._consumer is not None
         try:
             async for message in self._consumer:
-                self.apply(message.topic, Position(message.partition, message.offset), message.value)
+                await self.take(message)
                 tp = TopicPartition(message.topic, message.partition)
                 if tp in self._targets and message.offset + 1 >= self._targets[tp]:
                     del self._targets[tp]
@@ -96,10 +107,40 @@ class ProgressFeed:
             log.exception("progress feed stopped")
             raise
 
-    def apply(self, topic: str, pos: Position, value: bytes) -> None:
+    async def take(self, message: Any) -> None:
+        """One record (an aiokafka ConsumerRecord): applied, counted, or sent to the dead letters."""
+        pos = Position(message.partition, message.offset)
         try:
-            event = decode(value)
-        except Exception:
-            log.warning("undecodable event", topic=topic, partition=pos.partition, offset=pos.offset)
+            self.apply(message.topic, pos, message.value)
+        except Exception as exc:
+            reason = f"undecodable value: {type(exc).__name__}: {exc}"
+            log.warning(
+                "record rejected",
+                topic=message.topic,
+                partition=pos.partition,
+                offset=pos.offset,
+                reason=reason,
+            )
+            if self.reject is not None:
+                letter = rejected(
+                    message.topic,
+                    pos.partition,
+                    pos.offset,
+                    message.key,
+                    message.value,
+                    stage=STAGE,
+                    reason=reason,
+                )
+                await self.reject(letter)
+
+    def apply(self, topic: str, pos: Position, value: bytes) -> None:
+        """Apply one record; raises for one that cannot be decoded."""
+        event = decode(value)
+        if isinstance(event, RecordRejected):
+            self._dead.setdefault(event.source_topic, set()).add((event.partition, event.offset))
             return
         self.views.apply(pos, event)
+
+    def dead_letters(self) -> dict[str, int]:
+        """Records rejected so far, by the topic they came from."""
+        return {topic: len(where) for topic, where in sorted(self._dead.items())}

@@ -32,7 +32,7 @@ UPLOADED = TopicSpec(
 )
 PAGES = TopicSpec(
     "documents.pages",
-    "PageExtracted per page (the ledger), then ExtractionFinished or ExtractionFailed.",
+    "PageExtracted per page (the ledger), then ExtractionEnded.",
     {"retention.ms": str(WEEK_MS)},
 )
 CHUNKS = TopicSpec(
@@ -53,6 +53,12 @@ CHUNKS_RETRY = TopicSpec(
 DLQ = TopicSpec(
     "chunks.dlq",
     "ChunkFailed dead letters: the chunk, the reason and the attempts, for inspection and replay.",
+    {"retention.ms": "-1"},
+)
+DEAD_LETTERS = TopicSpec(
+    "pipeline.dlq",
+    "RecordRejected: records a stage could not use (undecodable, or not an event that topic "
+    "carries), with the reason and the source topic, partition and offset.",
     {"retention.ms": "-1"},
 )
 CARDS = TopicSpec(
@@ -84,6 +90,7 @@ ALL: tuple[TopicSpec, ...] = (
     CHUNKS_RETRY,
     CARDS,
     DLQ,
+    DEAD_LETTERS,
     DECKS,
     PROGRESS,
     CONTROL,

@@ -11,6 +11,7 @@ from services.events.models import DocumentUploaded
 from services.handlers import HandBack
 from services.handlers.split import SplitUpload
 from streams import faust_fixes
+from streams.dead_letters import reject_current
 from streams.lifecycle import WorkerLifecycle
 from streams.outbox import Outbox
 
@@ -23,6 +24,7 @@ def register(app: faust.App, life: WorkerLifecycle, split: SplitUpload, outbox: 
         await life.wait_ready()
         async for up in stream:
             if not isinstance(up, DocumentUploaded):
+                await reject_current(app, stream, f"not a DocumentUploaded: {type(up).__name__}")
                 continue
 
             async def hand_back(item: HandBack, up: DocumentUploaded = up) -> bool:

@@ -13,6 +13,7 @@ import structlog
 from services.events.models import ChunkCreated
 from services.handlers.write_cards import BULK, INTERACTIVE, WriteChunkCards, retry_due, retry_lane
 from streams import faust_fixes
+from streams.dead_letters import reject_current
 from streams.lifecycle import WorkerLifecycle
 from streams.outbox import Outbox
 
@@ -36,6 +37,7 @@ def register(
             await life.wait_ready()
             async for ev in stream:
                 if not isinstance(ev, ChunkCreated):
+                    await reject_current(app, stream, f"not a ChunkCreated: {type(ev).__name__}")
                     continue
                 try:
                     out = await write(ev, priority=priority, give_up=faust_fixes.flow_stopped(app))
@@ -49,7 +51,10 @@ def register(
     async def retry_later(stream: Any) -> None:
         # Rounds are delayed in order of arrival, so a sequential wait per partition is fair.
         async for ev in stream:
-            if not isinstance(ev, ChunkCreated) or write.settled.is_cancelled(ev.document_id, ev.generation):
+            if not isinstance(ev, ChunkCreated):
+                await reject_current(app, stream, f"not a ChunkCreated: {type(ev).__name__}")
+                continue
+            if write.settled.is_cancelled(ev.document_id, ev.generation):
                 continue
             delay = retry_due(ev, retry_delay_s) - time.time()
             if delay > 0:

@@ -38,7 +38,13 @@ from typing import Any
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not declared so
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    ResourceType,
+)
 
 # NewTopic's stub lives in cimpl; confluent_kafka.admin re-exports it without declaring so.
 from confluent_kafka.cimpl import NewTopic
@@ -532,8 +538,9 @@ def ensure_topics(
 ) -> None:
     """Create ``specs`` (idempotent) and wait until every one has ``partitions`` led partitions.
 
-    A topic that already exists with another partition count is an error: Kafka cannot
-    shrink it, and growing it silently would move keys between partitions.
+    A topic that already exists gets its spec's configs (a new retention or cleanup policy
+    reaches a cluster made by an older deckstream). One with another partition count is an
+    error: Kafka cannot shrink it, and growing it silently would move keys between partitions.
     """
     specs = list(specs)
     admin = _admin(bootstrap)
@@ -571,7 +578,32 @@ def ensure_topics(
         return True
 
     wait_until(all_ready, timeout_s, interval=0.2, what=f"topics {[s.name for s in specs]} on {bootstrap}")
+    _align_configs(admin, [s for s in specs if s.name not in created and s.config], timeout_s)
     log.info("kafka.topics_ready", bootstrap=bootstrap, created=created, partitions=partitions)
+
+
+def _align_configs(admin: AdminClient, specs: list[TopicSpec], timeout_s: float) -> None:
+    """Set each spec's configs on its existing topic (the others stay as they are)."""
+    if not specs:
+        return
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+                for key, value in spec.config.items()
+            ],
+        )
+        for spec in specs
+    ]
+    for resource, future in admin.incremental_alter_configs(resources).items():
+        try:
+            future.result(timeout=timeout_s)
+        except KafkaException as exc:
+            raise RuntimeError(
+                f"setting the configs of topic {resource.name!r} failed: {exc.args[0]}"
+            ) from exc
 
 
 # --- state file --------------------------------------------------------------------------

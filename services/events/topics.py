@@ -1,15 +1,25 @@
-"""Every Kafka topic of the pipeline, in one place: names, partition counts, configs.
+"""Every Kafka topic of the pipeline, in one place: names, roles, configs.
 
 All pipeline topics are keyed by document_id and share one partition count, so a document's
 events land in the same partition number everywhere (co-partitioned for the tracker's table).
-The broker launcher, the test fixtures and the Faust app all create topics from this list.
+The broker launcher, the test fixtures and the Faust app all create topics from this list, and
+an existing topic's configs are brought to its spec's.
+
+Retention follows each topic's role:
+  record        what happened, kept forever (uploads; later edits and reviews): replay reads it
+  state         the latest per document, compacted: kept forever, one record per document
+  work          transient work between stages: bounded (a week)
+  dead letters  what no stage could use, kept forever for inspection
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
-WEEK_MS = 7 * 24 * 3600 * 1000
+HOUR_MS = 3600 * 1000
+WEEK_MS = 7 * 24 * HOUR_MS
+Role = Literal["record", "state", "work", "dead letters"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,69 +27,77 @@ class TopicSpec:
     name: str
     doc: str
     config: dict[str, str] = field(default_factory=dict)
+    role: Role = "work"
+
+
+KEPT = {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"}
+WORK = {"cleanup.policy": "delete", "retention.ms": str(WEEK_MS)}
 
 
 UPLOADED = TopicSpec(
     "documents.uploaded",
     "DocumentUploaded: the system of record. Claim-check URI and hash, never the bytes.",
     # Full history: a replay rebuilds every deck from here.
-    {
-        "cleanup.policy": "delete",
-        "retention.ms": "-1",
-        "retention.bytes": "-1",
-        "message.timestamp.type": "CreateTime",
-    },
+    {**KEPT, "message.timestamp.type": "CreateTime"},
+    role="record",
 )
 PAGES = TopicSpec(
     "documents.pages",
     "PageExtracted per page (the ledger), then ExtractionEnded.",
-    {"retention.ms": str(WEEK_MS)},
+    WORK,
 )
 CHUNKS = TopicSpec(
     "documents.chunks",
     "ChunkCreated: token-bounded chunks with page span, overlap and content hash.",
-    {"retention.ms": str(WEEK_MS)},
+    WORK,
 )
 CHUNKS_INTERACTIVE = TopicSpec(
     "documents.chunks.interactive",
     "ChunkCreated of small documents and user retries: a lane no big book can block.",
-    {"retention.ms": str(WEEK_MS)},
+    WORK,
 )
 CHUNKS_RETRY = TopicSpec(
     "documents.chunks.retry",
     "ChunkCreated to try again after a delay (the LLM was unavailable); attempt counts rounds.",
-    {"retention.ms": str(WEEK_MS)},
+    WORK,
 )
 DLQ = TopicSpec(
     "chunks.dlq",
     "ChunkFailed dead letters: the chunk, the reason and the attempts, for inspection and replay.",
-    {"retention.ms": "-1"},
+    KEPT,
+    role="dead letters",
 )
 DEAD_LETTERS = TopicSpec(
     "pipeline.dlq",
     "RecordRejected: records a stage could not use (undecodable, or not an event that topic "
     "carries), with the reason and the source topic, partition and offset.",
-    {"retention.ms": "-1"},
+    KEPT,
+    role="dead letters",
 )
 CARDS = TopicSpec(
     "chunks.cards",
     "ChunksPlanned (the manifest), CardsGenerated or ChunkFailed per chunk.",
-    {"retention.ms": str(WEEK_MS)},
+    WORK,
 )
 DECKS = TopicSpec(
     "decks",
     "DeckAssembled: the latest deck per document and generation (compacted).",
     {"cleanup.policy": "compact"},
+    role="state",
 )
 PROGRESS = TopicSpec(
     "jobs.progress",
-    "DocumentProgress: what clients see (absolute counters, pages, cards, failures, done).",
-    {"retention.ms": str(WEEK_MS)},
+    "DocumentProgress: what clients see (absolute counters, pages, cards, failures, done). "
+    "Compacted: each document's latest snapshot is kept forever, its full history at least an hour.",
+    # The open segment is never compacted: a segment closes after an hour, and a record stays
+    # at least an hour, so SSE resumes of recent documents find their whole history.
+    {"cleanup.policy": "compact", "segment.ms": str(HOUR_MS), "min.compaction.lag.ms": str(HOUR_MS)},
+    role="state",
 )
 CONTROL = TopicSpec(
     "jobs.control",
     "CancelDocument and RetryFailedChunks commands.",
-    {"retention.ms": str(WEEK_MS)},
+    WORK,
 )
 
 ALL: tuple[TopicSpec, ...] = (

@@ -264,3 +264,18 @@ async def test_a_restarted_broker_keeps_its_records_its_cluster_and_its_consumer
     finally:
         stop_broker(second)
     assert "cluster.id=" + cluster in (data_dir(home) / "meta.properties").read_text()
+
+
+def test_an_existing_topic_takes_its_specs_configs(broker: Broker) -> None:
+    older = TopicSpec(
+        f"older-{uuid.uuid4().hex[:8]}", "made by an older deckstream", {"retention.ms": "1000"}
+    )
+    ensure_topics(broker.bootstrap, [older], partitions=1)
+    now = TopicSpec(
+        older.name, "its role now: the latest state", {"cleanup.policy": "compact", "segment.ms": "3600000"}
+    )
+    ensure_topics(broker.bootstrap, [now], partitions=1)
+    found = describe(broker.bootstrap, ConfigResource(ResourceType.TOPIC, now.name))
+    assert (found["cleanup.policy"], found["segment.ms"]) == ("compact", "3600000")
+    progress = describe(broker.bootstrap, ConfigResource(ResourceType.TOPIC, topics.PROGRESS.name))
+    assert progress["cleanup.policy"] == "compact"

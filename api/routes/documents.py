@@ -101,6 +101,6 @@ async def retry(view: DocumentDep, parts: PartsDep) -> Status:
 
 
 @router.get("/{document_id}/pages", responses={404: {}})
-async def page_ledger(view: DocumentDep) -> dict[str, Any]:
+async def page_ledger(view: DocumentDep, parts: PartsDep) -> dict[str, Any]:
     """The page ledger: every page with its label, section, size, method and why it gave no text."""
-    return queries.page_ledger(view)
+    return await queries.page_ledger(parts.blobs, view)

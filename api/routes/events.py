@@ -25,7 +25,7 @@ async def events(request: Request, view: DocumentDep, parts: PartsDep) -> EventS
     cursor = parse_cursor(request.headers.get("last-event-id") or request.query_params.get("last_event_id"))
 
     async def stream() -> AsyncIterator[ServerSentEvent]:
-        async for event_id, name, data in watch(parts.views, view.snapshot.document_id, cursor):
+        async for event_id, name, data in watch(parts.views, parts.blobs, view.snapshot.document_id, cursor):
             yield ServerSentEvent(data=json.dumps(data), event=name, id=event_id)
 
     return EventSourceResponse(

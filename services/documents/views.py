@@ -1,21 +1,25 @@
-"""The API's read model of documents: the latest snapshot, a bounded log of client events and
-the deck of each, and the SSE subscribers waiting for more.
+"""The API's read model of documents: the latest snapshot and the deck of each, the client
+events of documents still running, and the SSE subscribers waiting for more.
 
 Fed by `services.events.progress_feed` from jobs.progress and decks. A document's events share
 one partition, so "partition-offset-k" is a total order for that document and a valid SSE
-Last-Event-ID.
+Last-Event-ID. Memory grows with the number of documents, not with their history: the events
+of the `KEEP_DONE` documents done last are kept (a client that just missed the end resumes
+exactly); older done documents keep only their snapshot, and their history is told again from
+it, their page ledger and their deck (`services.handlers.watch`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from services.events.models import DeckAssembled, DocumentProgress, Event
 
-LOG_LIMIT = 20_000  # client events kept per document for replay
+LOG_LIMIT = 20_000  # client events kept per running document for replay
 QUEUE_LIMIT = 1024
+KEEP_DONE = 256  # done documents whose events stay in memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +39,30 @@ class DocumentView:
     snapshot: DocumentProgress
     events: deque[tuple[Position, DocumentProgress]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
     deck: DeckAssembled | None = None
-    card_ids: set[str] = field(default_factory=set)  # cards already streamed
+    card_ids: set[str] = field(default_factory=set)  # cards already streamed (while it runs)
+    done: DocumentProgress | None = None  # its latest `done`
+    done_at: Position | None = None
+    history_dropped: bool = False  # the events up to `done` are gone: told again from blobs
     subscribers: set[Subscription] = field(default_factory=set)
 
 
 class DocumentViews:
-    def __init__(self) -> None:
+    def __init__(self, keep_done: int = KEEP_DONE) -> None:
         self.docs: dict[str, DocumentView] = {}
+        self.keep_done = keep_done
+        self._done: OrderedDict[str, None] = OrderedDict()  # done documents, the last done last
+        # Decks read before any progress of their document: the feed reads several topics, in
+        # no set order across them (seen when an API rebuilt its views at start).
+        self._early_decks: dict[str, DeckAssembled] = {}
 
     def apply(self, pos: Position, event: Event) -> None:
         if isinstance(event, DeckAssembled):
             view = self.docs.get(event.document_id)
-            if view is not None and event.generation >= view.snapshot.generation:
+            if view is None:
+                early = self._early_decks.get(event.document_id)
+                if early is None or event.generation >= early.generation:
+                    self._early_decks[event.document_id] = event
+            elif event.generation >= view.snapshot.generation:
                 view.deck = event
             return
         if not isinstance(event, DocumentProgress):
@@ -54,6 +70,9 @@ class DocumentViews:
         view = self.docs.get(event.document_id)
         if view is None:
             view = self.docs[event.document_id] = DocumentView(snapshot=event)
+            early = self._early_decks.pop(event.document_id, None)
+            if early is not None and early.generation >= event.generation:
+                view.deck = early
         elif event.generation < view.snapshot.generation:
             return
         if event.kind == "card" and event.new_cards:
@@ -67,6 +86,13 @@ class DocumentViews:
             view.card_ids.update(c.card_id for c in fresh)
         view.snapshot = event
         view.events.append((pos, event))
+        if event.kind == "done":
+            view.done, view.done_at = event, pos
+            self._done[event.document_id] = None
+            self._done.move_to_end(event.document_id)
+            while len(self._done) > self.keep_done:
+                oldest, _ = self._done.popitem(last=False)
+                self._drop_history(self.docs[oldest])
         for q in list(view.subscribers):
             if q.full():  # a reader that cannot keep up is closed; it resumes with Last-Event-ID
                 view.subscribers.discard(q)
@@ -74,6 +100,12 @@ class DocumentViews:
                 q.put_nowait(None)
                 continue
             q.put_nowait((pos, event))
+
+    @staticmethod
+    def _drop_history(view: DocumentView) -> None:
+        view.events.clear()
+        view.card_ids.clear()
+        view.history_dropped = True
 
     def register_upload(self, snapshot: DocumentProgress) -> None:
         """Show a just-accepted upload before the pipeline reports on it."""

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from services.documents.ledger import load_ledger
 from services.documents.views import DocumentView, DocumentViews
 from services.errors import DocumentNotFound
+from services.storage.blobs import BlobStore
 
 
 def find(views: DocumentViews, tenant_id: str, document_id: str) -> DocumentView:
@@ -23,10 +26,15 @@ def list_documents(views: DocumentViews, tenant_id: str) -> list[DocumentView]:
     return mine
 
 
-def page_ledger(view: DocumentView) -> dict[str, Any]:
-    """Every page with its label, section, size, method and why it gave no text."""
-    pages = {ev.page.number: ev.page.model_dump() for _, ev in view.events if ev.page is not None}
+async def page_ledger(blobs: BlobStore, view: DocumentView) -> dict[str, Any]:
+    """Every page with its label, section, size, method and why it gave no text: the kept ledger
+    once extraction has ended, the live page events until then."""
     s = view.snapshot
+    kept = await asyncio.to_thread(load_ledger, blobs, s.document_id, s.generation)
+    if kept is not None:
+        pages = {p.number: p.model_dump() for p in kept}
+    else:
+        pages = {ev.page.number: ev.page.model_dump() for _, ev in view.events if ev.page is not None}
     return {
         "document_id": s.document_id,
         "filename": s.filename,

@@ -24,11 +24,12 @@ from typing import TypeVar
 import structlog
 
 from services.documents.chunking import Chunker
+from services.documents.ledger import store_ledger
 from services.documents.settled import SettledDocuments
 from services.domain import Chunk, DocumentOpened, ExtractionEnded, Page
 from services.errors import InputRejected
 from services.events import topics
-from services.events.models import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted
+from services.events.models import ChunkCreated, ChunksPlanned, DocumentUploaded, PageExtracted, PageInfo
 from services.events.models import ExtractionEnded as ExtractionEndedEvent
 from services.extraction import Sandbox
 from services.handlers import Emit, HandBack, Send
@@ -100,6 +101,7 @@ class _Split:
         self.chunker = Chunker(cfg.max_tokens, cfg.overlap_tokens)
         self.pages_total: int | None = None
         self.seen = self.n_chunks = 0
+        self.ledger: list[PageInfo] = []  # every page read, also those sent before a hand-back
         self.small = up.size <= cfg.interactive_max_bytes
         # A reconciliation sends only the chunks the tracker is missing: no pages, no plan.
         self.replay = frozenset(up.replay_chunks)
@@ -135,6 +137,17 @@ class _Split:
             return [], False
         if isinstance(item, Page):
             self.seen += 1
+            self.ledger.append(
+                PageInfo(
+                    number=item.number,
+                    label=item.label,
+                    section=list(item.section),
+                    method=item.method,
+                    reason=item.reason,
+                    chars=len(item.text),
+                    tokens=item.tokens,
+                )
+            )
             out: list[Emit] = []
             if not self.replay and self.seen > up.pages_sent:
                 page = PageExtracted(
@@ -214,6 +227,8 @@ class SplitUpload:
                         stopped = None  # if the hand-back cannot be sent, this worker splits it itself
                         yield HandBack(split.marked())
                     out, done = split.take(item)
+                    if done and not split.replay:  # the ledger before the events that end it
+                        await self._keep_ledger(split)
                     for emit in out:
                         yield emit
                     if done:
@@ -227,5 +242,14 @@ class SplitUpload:
         if split.replay:  # the first extraction's outcome stands; the reconciler will try again
             bound.warning("missing chunks not sent again", reason=reason)
             return
+        await self._keep_ledger(split)
         for emit in split.failed(reason):
             yield emit
+
+    async def _keep_ledger(self, split: _Split) -> None:
+        """Store the page ledger; without it the API serves the ledger from the live events."""
+        up = split.up
+        try:
+            await asyncio.to_thread(store_ledger, self.blobs, up.document_id, up.generation, split.ledger)
+        except Exception:
+            log.exception("page ledger not stored", document_id=up.document_id)

@@ -3,18 +3,23 @@ cursor, then live ones until `done`.
 
 Every event has an id "partition-offset-k" (k numbers the events made from one Kafka record). On
 connect the stream replays the document's events after the cursor (all of them without one),
-then follows live ones; after `done` it ends.
+then follows live ones; after `done` it ends. A done document whose events are no longer kept
+has its history told again from its snapshot, page ledger and deck, all at the position of its
+`done` record: a client that resumes from before it gets the document's pages and cards again.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from services.documents.decks import card_to_json
-from services.documents.views import DocumentViews, Position
+from services.documents.decks import card_to_json, collect_cards, load_deck
+from services.documents.ledger import load_ledger
+from services.documents.views import DocumentView, DocumentViews, Position
 from services.errors import Refused
 from services.events.models import DocumentProgress
+from services.storage.blobs import BlobStore
 
 SNAPSHOT_FIELDS = (
     "document_id",
@@ -61,15 +66,40 @@ def client_events(pos: Position, ev: DocumentProgress) -> list[tuple[int, str, d
     return out
 
 
+async def told_again(blobs: BlobStore, view: DocumentView) -> list[tuple[int, str, dict[str, Any]]]:
+    """A done document's history from its snapshot, page ledger and deck (or stored cards)."""
+    done = view.done
+    assert done is not None
+    snapshot = {f: getattr(done, f) for f in SNAPSHOT_FIELDS}
+    ledger = await asyncio.to_thread(load_ledger, blobs, done.document_id, done.generation) or []
+    if view.deck is not None and view.deck.generation == done.generation:
+        cards = (await asyncio.to_thread(load_deck, blobs, view.deck.deck_uri)).cards
+    else:  # the deck is assembled just after `done`
+        cards = await asyncio.to_thread(collect_cards, blobs, done.document_id, done.generation)
+    told: list[tuple[str, dict[str, Any]]] = [("progress", snapshot)]
+    told += [("page", page.model_dump()) for page in ledger]
+    told += [("card", card_to_json(card)) for card in cards]
+    told.append(("done", snapshot))
+    return [(k, name, data) for k, (name, data) in enumerate(told)]
+
+
 async def watch(
-    views: DocumentViews, document_id: str, cursor: Cursor
+    views: DocumentViews, blobs: BlobStore, document_id: str, cursor: Cursor
 ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     """(id, name, data) for each client event after `cursor`; ends after `done`, or when the
     reader lags or the server stops (the client then resumes from its last id)."""
     queue = views.subscribe(document_id)  # before the replay, so nothing falls in between
     last = cursor
     try:
-        backlog = list(views.docs[document_id].events)
+        view = views.docs[document_id]
+        backlog = list(view.events)
+        if view.history_dropped and view.done is not None and view.done_at is not None:
+            at = view.done_at
+            for k, name, data in await told_again(blobs, view):
+                if (at.offset, k) > last:
+                    yield f"{at}-{k}", name, data
+                if name == "done":
+                    return
         while True:
             if backlog:
                 pos, ev = backlog.pop(0)

@@ -47,6 +47,9 @@ def register(app: faust.App, life: WorkerLifecycle, split: SplitUpload, outbox: 
                 )
                 return True
 
-            await outbox.stream(split(up, faust_fixes.flow_stopped(app)), hand_back)
+            try:
+                await outbox.stream(split(up, faust_fixes.flow_stopped(app)), hand_back)
+            except Exception:  # never lose the actor; the reconciler sends the upload again
+                log.exception("upload split crashed", document_id=up.document_id)
 
     return split_documents

@@ -10,6 +10,7 @@ import pytest
 
 from deckstream.client import DeckstreamClient
 from deckstream.stack import Stack, start_stack
+from infra.process import wait_until
 from tests.conftest import TOKEN, corpus_file, stack_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.llm]
@@ -40,6 +41,8 @@ def test_a_restart_on_the_same_home_keeps_every_document_as_it_was(tmp_path: Pat
             document_id = r.json()["document_id"]
             events = list(client.events(document_id, timeout_s=300))
             assert events[-1].event == "done"
+            # The deck is assembled just after `done`: what a user sees once it is there.
+            wait_until(lambda: client.deck(document_id).json()["complete"], 30, interval=0.2, what="the deck")
             before = seen_by_a_user(client, document_id)
     finally:
         stack.stop()

@@ -190,6 +190,46 @@ def test_status_follows_the_hub_and_sse_replays_to_done(
     assert exported.headers["content-type"].startswith("text/csv") and "What is a test?" in exported.text
 
 
+def test_a_done_documents_history_is_told_again_from_its_ledger_and_deck_once_dropped(
+    client: TestClient, parts: tuple
+) -> None:
+    from services.documents.ledger import store_ledger
+    from services.events.models import PageInfo
+
+    settings, _, hub = parts
+    hub.views.keep_done = 1  # the events of one done document stay in memory, no more
+    card = Card("c1", "basic", "What is a test?", "A check.", "f.pdf", 2, "ii", ("Intro",), 0, "v1")
+    page = PageInfo(number=2, label="ii", section=["Intro"], method="text", chars=120, tokens=30)
+    for doc in ("old", "new"):
+        hub.feed(progress(doc, status="generating"))
+        hub.feed(progress(doc, kind="card", new_cards=[card]))
+        store_chunk_cards(LocalBlobStoreFor(settings), doc, 1, 0, [card])
+        store_ledger(LocalBlobStoreFor(settings), doc, 1, [page])
+        hub.feed(progress(doc, kind="done", status="completed", chunks_done=2, progress=1.0))
+    old, new = hub.views.docs["old"], hub.views.docs["new"]
+    assert (len(old.events), old.history_dropped) == (0, True) and len(new.events) == 3
+
+    def stream(doc: str, **headers: str) -> list[tuple[str, str]]:
+        with client.stream("GET", f"/v1/documents/{doc}/events", headers={**AUTH, **headers}) as r:
+            lines = "".join(r.iter_text()).splitlines()
+        return list(
+            zip(
+                [line[4:] for line in lines if line.startswith("id: ")],
+                [line[7:] for line in lines if line.startswith("event: ")],
+                strict=True,
+            )
+        )
+
+    done_at = f"{old.done_at}"
+    assert stream("old") == [
+        (f"{done_at}-{k}", n) for k, n in enumerate(["progress", "page", "card", "done"])
+    ]
+    assert stream("old", **{"Last-Event-ID": f"{done_at}-2"}) == [(f"{done_at}-3", "done")]
+    assert [name for _, name in stream("new")] == ["progress", "progress", "card", "progress", "done"]
+    ledger = client.get("/v1/documents/old/pages", headers=AUTH).json()
+    assert [p["label"] for p in ledger["pages"]] == ["ii"]  # from the kept ledger
+
+
 def test_the_csv_deck_says_which_cards_need_review(client: TestClient, parts: tuple) -> None:
     settings, _, hub = parts
     hub.feed(progress("d2", status="generating", chunks_done=1, cards=2, progress=0.5))

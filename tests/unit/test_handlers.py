@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from services.documents.ledger import load_ledger
 from services.documents.settled import SettledDocuments
 from services.documents.state import DocumentState
 from services.documents.views import DocumentViews, Position
@@ -196,11 +197,13 @@ async def test_a_running_decks_export_holds_the_cards_so_far_and_neutral_quality
     ]
 
 
-async def test_watching_replays_after_the_cursor_and_ends_at_done() -> None:
+async def test_watching_replays_after_the_cursor_and_ends_at_done(tmp_path: Path) -> None:
     views = DocumentViews()
     views.apply(Position(2, 10), progress("d1", "generating"))
     views.apply(Position(2, 11), progress("d1", "completed", kind="done", progress=1.0))
-    seen = [(i, name) async for i, name, _ in watch(views, "d1", parse_cursor("2-10-0"))]
+    seen = [
+        (i, name) async for i, name, _ in watch(views, LocalBlobStore(tmp_path), "d1", parse_cursor("2-10-0"))
+    ]
     assert seen == [("2-11-0", "progress"), ("2-11-1", "done")]
     assert views.subscribers() == 0  # the stream let go of its subscription
     with pytest.raises(Refused) as bad:
@@ -301,6 +304,12 @@ async def test_a_stopping_worker_hands_the_upload_back_and_the_next_sends_only_t
     assert next(p.number for p in sent_to(rest, topics.PAGES) if isinstance(p, PageExtracted)) == 4
     first_chunk = next(c for c in sent_to(rest, topics.CHUNKS_INTERACTIVE) if isinstance(c, ChunkCreated))
     assert first_chunk.chunk_index == 1
+    # The kept ledger has every page, also those the first splitter sent.
+    ledger = load_ledger(blobs, up.document_id, up.generation)
+    pages = [p for p in sent_to(full, topics.PAGES) if isinstance(p, PageExtracted)]
+    assert ledger is not None and [(p.number, p.label) for p in ledger] == [
+        (p.number, p.label) for p in pages
+    ]
 
 
 async def test_a_bad_file_ends_with_a_failed_ledger_and_a_cancelled_one_with_nothing(tmp_path: Path) -> None:
@@ -522,3 +531,19 @@ def test_staged_uploads_a_crash_left_are_removed_when_the_store_opens(tmp_path: 
     os.utime(old, (two_days_ago, two_days_ago))
     store = LocalBlobStore(tmp_path)
     assert store.removed_stale == 1 and not old.exists() and fresh.exists()
+
+
+def test_a_deck_read_before_its_documents_progress_is_not_lost() -> None:
+    views = DocumentViews()
+    deck = DeckAssembled(
+        **IDS,
+        status="completed",
+        deck_uri="blob://decks/doc/g1.json",
+        cards=3,
+        chunks_total=2,
+        chunks_failed=0,
+        failures=[],
+    )
+    views.apply(Position(0, 7), deck)  # the decks topic read first: the feed reads topics in no set order
+    views.apply(Position(1, 3), progress("doc", "completed", tenant="t", kind="done", progress=1.0))
+    assert views.docs["doc"].deck == deck

@@ -137,6 +137,46 @@ def demo(
     raise typer.Exit(run_demo(get_settings(), file, cloze=cloze, console=console))
 
 
+@app.command()
+def gc(
+    delete: Annotated[bool, typer.Option("--delete", help="remove what is listed")] = False,
+) -> None:
+    """List (and with --delete, remove) blobs and cache entries no document of any generation uses.
+
+    Reads documents.uploaded whole: from DECKSTREAM_KAFKA_BOOTSTRAP, or the local broker that
+    `deckstream kafka up` runs.
+    """
+    import asyncio
+
+    from infra.kafka.launcher import broker_status
+    from services.events.log_reader import read_topic
+    from services.events.models import DocumentUploaded
+    from services.events.topics import UPLOADED
+    from services.handlers import gc as garbage
+    from services.storage.blobs import LocalBlobStore
+
+    settings = get_settings()
+    running = broker_status(settings.home)
+    bootstrap = settings.kafka.bootstrap or (running or {}).get("bootstrap")
+    if not bootstrap:
+        console.print(
+            "[red]no broker to read the log from:[/] start it (`deckstream kafka up --detach`) "
+            "or set DECKSTREAM_KAFKA_BOOTSTRAP"
+        )
+        raise typer.Exit(1)
+    events = asyncio.run(read_topic(str(bootstrap), UPLOADED.name))
+    uploads = [e for e in events if isinstance(e, DocumentUploaded)]
+    store = LocalBlobStore(settings.blob_dir)
+    found = garbage.find_garbage(store, uploads)
+    for item in found:
+        typer.echo(f"{item.bytes:>12,}  {item.path.relative_to(store.root)}  ({item.why})")
+    total = sum(item.bytes for item in found)
+    documents = len({u.document_id for u in uploads})
+    console.print(f"{len(found)} unused ({total:,} bytes); {documents} documents in the log keep the rest")
+    if delete and found:
+        console.print(f"removed {garbage.delete(found):,} bytes")
+
+
 def main() -> None:
     # SIGTERM from a supervisor stops `up` and `demo` as cleanly as Ctrl-C (uvicorn and Faust
     # install their own handlers in `api` and `worker`).

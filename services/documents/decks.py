@@ -36,10 +36,24 @@ def card_from_json(data: dict[str, Any]) -> Card:
 
 
 def store_chunk_cards(
-    blobs: BlobStore, document_id: str, generation: int, chunk_index: int, cards: list[Card]
+    blobs: BlobStore,
+    document_id: str,
+    generation: int,
+    chunk_index: int,
+    cards: list[Card],
+    cache_key: str | None = None,
 ) -> str:
+    """A chunk's cards, with the key of the result-cache entry they were read from (what keeps
+    that entry from `deckstream gc`)."""
     key = f"{_prefix(document_id, generation)}/{chunk_index:06d}.json"
-    return blobs.put_json(key, [card_to_json(c) for c in cards])
+    return blobs.put_json(key, {"cards": [card_to_json(c) for c in cards], "cache_key": cache_key})
+
+
+def chunk_cards(raw: Any) -> tuple[list[dict[str, Any]], str | None]:
+    """A stored chunk's cards and cache key; files written before the key was kept are a list."""
+    if isinstance(raw, list):
+        return raw, None
+    return raw["cards"], raw.get("cache_key")
 
 
 def _norm(text: str) -> str:
@@ -51,7 +65,7 @@ def collect_cards(blobs: BlobStore, document_id: str, generation: int) -> list[C
     seen: set[str] = set()
     cards: list[Card] = []
     for uri in blobs.list(_prefix(document_id, generation)):
-        for raw in blobs.get_json(uri):
+        for raw in chunk_cards(blobs.get_json(uri))[0]:
             card = card_from_json(raw)
             key = _norm(card.front)
             if key in seen:

@@ -128,7 +128,9 @@ class WriteChunkCards:
         try:
             if result.answer is not None:  # None: no call was made (a chunk with no text)
                 store_cached(self.blobs, job.key, result.answer)
-            store_chunk_cards(self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
+            store_chunk_cards(
+                self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key
+            )
         except Exception as exc:
             return self._store_failed(job, exc)
         return self._done(job, result, attempts=result.attempts, why=why)
@@ -208,7 +210,7 @@ class WriteChunkCards:
                 job.bound.info("cached answer has no usable card", reason=exc.reason)
                 return None
             why = empty_reason(result.dropped) if not result.cards else None
-        store_chunk_cards(self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards)
+        store_chunk_cards(self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key)
         return result, why
 
     def _retry_later(self, job: _Job, exc: RetryableError) -> list[Emit]:

@@ -4,6 +4,9 @@ its data under the home."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,20 @@ def seen_by_a_user(client: DeckstreamClient, document_id: str) -> dict[str, obje
     return {"status": status, "deck": deck, "pages": pages, "history": history, "listed": listed}
 
 
+def gc(home: Path, bootstrap: str, *args: str) -> str:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DECKSTREAM_")}
+    env |= {"DECKSTREAM_HOME": str(home), "DECKSTREAM_KAFKA_BOOTSTRAP": bootstrap}
+    done = subprocess.run(
+        [sys.executable, "-m", "deckstream", "gc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def test_a_restart_on_the_same_home_keeps_every_document_as_it_was(tmp_path: Path, llm_url: str) -> None:
     home = tmp_path / "home"
     stack = started(home, llm_url)
@@ -50,9 +67,19 @@ def test_a_restart_on_the_same_home_keeps_every_document_as_it_was(tmp_path: Pat
 
     again = started(home, llm_url)
     try:
-        assert again.api_url is not None
+        assert again.api_url is not None and again.settings.kafka.bootstrap
         with DeckstreamClient(again.api_url, TOKEN, timeout_s=30) as client:
             after = seen_by_a_user(client, document_id)
+            # gc: what no document of the log uses goes; this document's files stay.
+            orphan = home / "blobs" / "decks" / "a-document-the-log-forgot" / "g1.json"
+            orphan.parent.mkdir(parents=True)
+            orphan.write_text("{}")
+            listed = gc(home, again.settings.kafka.bootstrap)
+            assert "decks/a-document-the-log-forgot" in listed and document_id not in listed
+            assert "cache/cards" not in listed  # the answers its cards came from stay
+            gc(home, again.settings.kafka.bootstrap, "--delete")
+            assert not orphan.exists()
+            assert client.deck(document_id).json() == before["deck"]
     finally:
         again.stop()
     assert after == before

@@ -12,35 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import faust
-import structlog
 from faust.types import AppT
 
 from services.events import topics
 from services.events.models import rejected
 
-log = structlog.get_logger(__name__)
 STAGE = "worker"
 
 
 async def reject(app: AppT, message: Any, reason: str) -> None:
-    """Send the dead letter of `message` (a Faust Message) and log it."""
-    letter = rejected(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        stage=STAGE,
-        reason=reason,
-    )
-    log.warning(
-        "record rejected",
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-        reason=reason,
-        dead_letters=topics.DEAD_LETTERS.name,
-    )
+    """Send the dead letter of `message` (a Faust Message)."""
+    letter = rejected(message, stage=STAGE, reason=reason)
     sink = app.topic(topics.DEAD_LETTERS.name, key_serializer="raw", internal=False)
     await sink.send(key=message.key, value=letter)
 

@@ -11,10 +11,13 @@ import time
 import uuid
 from typing import Any, ClassVar, TypeVar
 
+import structlog
 from pydantic import BaseModel, ConfigDict, Field
 
 from schemas import REGISTRY
 from services.domain import Card, Segment
+
+log = structlog.get_logger(__name__)
 
 
 def now_ms() -> int:
@@ -194,22 +197,18 @@ class RecordRejected(Event):
     payload: bytes | None = None
 
 
-def rejected(
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    *,
-    stage: str,
-    reason: str,
-) -> RecordRejected:
-    """The dead letter of a record: one id per record, however many readers report it."""
+def rejected(record: Any, *, stage: str, reason: str) -> RecordRejected:
+    """The dead letter of a record (anything with topic, partition, offset, key and value: a Faust
+    Message, an aiokafka ConsumerRecord), logged: one id per record, however many readers report it."""
+    topic, partition, offset, key = record.topic, record.partition, record.offset, record.key
     where = f"{topic}/{partition}/{offset}"
     try:
         document_id = key.decode() if key else ""
     except UnicodeDecodeError:
-        document_id = key.hex() if key else ""
+        document_id = key.hex()
+    log.warning(
+        "record rejected", topic=topic, partition=partition, offset=offset, stage=stage, reason=reason
+    )
     return RecordRejected(
         event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"deckstream:{where}").hex,
         tenant_id="",
@@ -220,7 +219,7 @@ def rejected(
         offset=offset,
         stage=stage,
         reason=reason,
-        payload=value,
+        payload=record.value,
     )
 
 

@@ -109,28 +109,11 @@ class ProgressFeed:
 
     async def take(self, message: Any) -> None:
         """One record (an aiokafka ConsumerRecord): applied, counted, or sent to the dead letters."""
-        pos = Position(message.partition, message.offset)
         try:
-            self.apply(message.topic, pos, message.value)
+            self.apply(message.topic, Position(message.partition, message.offset), message.value)
         except Exception as exc:
-            reason = f"undecodable value: {type(exc).__name__}: {exc}"
-            log.warning(
-                "record rejected",
-                topic=message.topic,
-                partition=pos.partition,
-                offset=pos.offset,
-                reason=reason,
-            )
+            letter = rejected(message, stage=STAGE, reason=f"undecodable value: {type(exc).__name__}: {exc}")
             if self.reject is not None:
-                letter = rejected(
-                    message.topic,
-                    pos.partition,
-                    pos.offset,
-                    message.key,
-                    message.value,
-                    stage=STAGE,
-                    reason=reason,
-                )
                 await self.reject(letter)
 
     def apply(self, topic: str, pos: Position, value: bytes) -> None:

@@ -6,6 +6,8 @@ import sys
 from services.logs import configure_logging
 
 if len(sys.argv) < 2:
-    sys.exit("usage: python -m bench NAME   (pipeline, generation, fairness, soak, extract, llamacpp, prompts)")
+    sys.exit(
+        "usage: python -m bench NAME  (pipeline, generation, fairness, soak, extract, llamacpp, prompts)"
+    )
 configure_logging("WARNING")  # logs to stderr: the JSON line is the last line of stdout
 importlib.import_module(f"bench.{sys.argv[1]}").main()

@@ -47,6 +47,9 @@ def register(
 
         return app.agent(topic, name=name, concurrency=concurrency)(consume)
 
+    write_interactive = lane(interactive, INTERACTIVE, "write-cards-interactive")
+    write_bulk = lane(bulk, BULK, "write-cards-bulk")
+
     @app.agent(retry)
     async def retry_later(stream: Any) -> None:
         # Rounds are delayed in order of arrival, so a sequential wait per partition is fair.
@@ -67,8 +70,4 @@ def register(
                     continue
             await outbox.topic(retry_lane(ev)).send(key=ev.document_id, value=ev)
 
-    return (
-        lane(interactive, INTERACTIVE, "write-cards-interactive"),
-        lane(bulk, BULK, "write-cards-bulk"),
-        retry_later,
-    )
+    return write_interactive, write_bulk, retry_later

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from deckstream.client import DeckstreamClient
+from deckstream.client import DeckstreamClient, SSEEvent
 from deckstream.corpus import CORPUS
 from deckstream.stack import Stack
 from services.settings import Settings
@@ -111,3 +111,17 @@ def client(stack: Stack) -> Iterator[DeckstreamClient]:
     assert stack.api_url is not None
     with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as c:
         yield c
+
+
+def upload_until_a_card(client: DeckstreamClient, name: str) -> tuple[str, list[SSEEvent]]:
+    """Upload a corpus file; its SSE events up to the first card."""
+    r = client.upload(corpus_file(name))
+    assert r.status_code == 202, r.text
+    doc = str(r.json()["document_id"])
+    seen: list[SSEEvent] = []
+    for ev in client.events(doc, timeout_s=120):
+        seen.append(ev)
+        if ev.event == "card":
+            break
+    assert seen[-1].event == "card", [e.event for e in seen[-5:]]
+    return doc, seen

@@ -17,14 +17,14 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from bench.harness import start_sim
-from deckstream.client import DeckstreamClient, SSEEvent
+from deckstream.client import DeckstreamClient
 from deckstream.stack import start_api_for, start_stack
 from infra.kafka.launcher import start_broker
 from infra.llm.sim import SimConfig
 from infra.process import terminate, wait_until
 from services.events import topics
 from services.events.models import DocumentUploaded, decode
-from tests.conftest import TOKEN, corpus_file, stack_settings
+from tests.conftest import TOKEN, stack_settings, upload_until_a_card
 
 pytestmark = pytest.mark.kafka
 LLM = {"model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
@@ -54,14 +54,7 @@ def test_a_broker_killed_and_restarted_mid_document_loses_and_duplicates_no_card
     try:
         assert stack.api_url is not None and stack.broker is not None
         with DeckstreamClient(stack.api_url, TOKEN, timeout_s=60) as client:
-            r = client.upload(corpus_file("py4e_python-for-everybody_book.docx"))
-            assert r.status_code == 202, r.text
-            doc = r.json()["document_id"]
-            seen: list[SSEEvent] = []
-            for ev in client.events(doc, timeout_s=120):
-                seen.append(ev)
-                if ev.event == "card":
-                    break
+            doc, seen = upload_until_a_card(client, "py4e_python-for-everybody_book.docx")
             killed = stack.broker
             os.kill(killed.pid, signal.SIGKILL)
             assert killed.process is not None and killed.process.wait(timeout=10) == -signal.SIGKILL

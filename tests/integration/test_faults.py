@@ -35,7 +35,7 @@ from services.events import topics
 from services.events.models import ChunkCreated, ChunkFailed, PageExtracted, decode
 from services.extraction import extract
 from services.settings import LimitSettings
-from tests.conftest import corpus_file, scanned_pdf, stack_settings
+from tests.conftest import corpus_file, scanned_pdf, stack_settings, upload_until_a_card
 
 pytestmark = pytest.mark.kafka
 
@@ -401,18 +401,6 @@ def test_answers_slower_than_the_timeout_fail_the_chunk_after_its_rounds(
     assert dead.attempts == LLM["retry_rounds"] and dead.code == "retryable", dead
     deck = client.deck(doc).json()
     assert deck["cards"] and all(c["source"]["file"] == both.name for c in deck["cards"])
-
-
-def upload_until_a_card(client: DeckstreamClient, name: str) -> tuple[str, list[SSEEvent]]:
-    """Upload a corpus file; its SSE events up to the first card."""
-    doc = upload(client, corpus_file(name))
-    seen: list[SSEEvent] = []
-    for ev in client.events(doc, timeout_s=120):
-        seen.append(ev)
-        if ev.event == "card":
-            break
-    assert seen[-1].event == "card", [e.event for e in seen[-5:]]
-    return doc, seen
 
 
 def assert_finished_whole(client: DeckstreamClient, doc: str, seen: list[SSEEvent]) -> dict[str, Any]:

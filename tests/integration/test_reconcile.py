@@ -19,7 +19,7 @@ from bench.harness import start_sim
 from deckstream.client import DeckstreamClient
 from deckstream.stack import Stack, start_stack
 from infra.llm.sim import SimConfig
-from infra.process import terminate
+from infra.process import terminate, wait_until
 from services.documents.chunking import chunk_pages
 from services.domain import Card, Chunk, Page
 from services.events import topics
@@ -136,6 +136,9 @@ def test_a_chunk_lost_in_flight_is_sent_again_and_the_document_completes(
 
     assert stack.api_url is not None
     with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as client:
+        # The API knows the document once the tracker has reported on these facts.
+        known = f"/v1/documents/{ids['document_id']}"
+        wait_until(lambda: client.http.get(known).status_code == 200, 30, interval=0.1, what="the document")
         events = list(client.events(ids["document_id"], timeout_s=60))
         final = events[-1]
         assert final.event == "done", [e.event for e in events[-5:]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 
 from api.deps import DocumentDep, PartsDep
 from services.handlers.export import export_deck
@@ -14,9 +14,15 @@ router = APIRouter(prefix="/v1/decks", tags=["decks"])
 
 
 @router.get("/{document_id}", responses={404: {}})
-async def get_deck(view: DocumentDep, parts: PartsDep, format: Literal["json", "csv"] = "json") -> Any:
+async def get_deck(
+    view: DocumentDep,
+    parts: PartsDep,
+    format: Literal["json", "csv"] = "json",
+    generation: int | None = Query(None, ge=1, description="any kept generation (default: the current)"),
+) -> Any:
     """Cards with front, back, type and source {file, page, section}."""
-    body = await export_deck(parts.blobs, view, format)
+    chosen = generation if generation is not None else parts.views.current(view)
+    body = await export_deck(parts.blobs, view, format, chosen)
     if isinstance(body, str):
         name = view.snapshot.document_id
         return Response(

@@ -1,15 +1,16 @@
-"""Upload, list, status, page ledger, cancel and retry: services.handlers.upload, .documents, .control."""
+"""Upload, list, status, page ledger, cancel and retry, reprocess and promote: services.handlers.upload,
+.documents, .control, .generations."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, Request, Response, UploadFile
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, DocumentDep, PartsDep
-from services.documents.views import DocumentView
-from services.handlers import control
+from services.documents.views import DocumentView, DocumentViews
+from services.handlers import control, generations
 from services.handlers import documents as queries
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
@@ -26,7 +27,8 @@ class Accepted(BaseModel):
 class Status(BaseModel):
     document_id: str
     filename: str
-    generation: int
+    generation: int  # the newest generation, whose progress this is
+    current_generation: int  # the one served by default (GET /v1/decks/{id})
     status: str
     created_at: int
     pages_total: int
@@ -42,12 +44,33 @@ class Status(BaseModel):
     failures: list[dict[str, Any]] = []
 
 
-def status_of(view: DocumentView) -> Status:
+def status_of(views: DocumentViews, view: DocumentView) -> Status:
     failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
-    counters = view.snapshot.model_dump(include=set(Status.model_fields) - {"failures", "deck_cards"})
+    fields = set(Status.model_fields) - {"failures", "deck_cards", "current_generation"}
     return Status(
-        **counters, failures=failures, deck_cards=view.deck.cards if view.deck is not None else None
+        **view.snapshot.model_dump(include=fields),
+        current_generation=views.current(view),
+        failures=failures,
+        deck_cards=view.deck.cards if view.deck is not None else None,
     )
+
+
+class Reprocess(BaseModel):
+    model: str | None = Field(None, description="the model to write cards with (default: the worker's)")
+    prompt_version: str | None = Field(None, description="e.g. v2 (default: the worker's)")
+
+
+class Reprocessing(BaseModel):
+    document_id: str
+    generation: int
+    status: str
+    status_url: str
+    events_url: str
+    generations_url: str
+
+
+class Promote(BaseModel):
+    generation: int = Field(ge=1)
 
 
 @router.post(
@@ -77,30 +100,70 @@ async def upload(
 @router.get("", response_model=list[Status])
 async def list_documents(parts: PartsDep, caller: CallerDep) -> list[Status]:
     """The caller's documents, newest first."""
-    return [status_of(v) for v in queries.list_documents(parts.views, caller.tenant_id)]
+    return [status_of(parts.views, v) for v in queries.list_documents(parts.views, caller.tenant_id)]
 
 
 @router.get("/{document_id}", response_model=Status, responses={404: {}})
-async def get_status(view: DocumentDep) -> Status:
+async def get_status(view: DocumentDep, parts: PartsDep) -> Status:
     """Status snapshot with absolute counters."""
-    return status_of(view)
+    return status_of(parts.views, view)
 
 
 @router.post("/{document_id}/cancel", status_code=202, response_model=Status, responses={404: {}, 409: {}})
 async def cancel(view: DocumentDep, parts: PartsDep) -> Status:
     """Stop further work; the cards already made are kept."""
     await control.cancel(parts.publisher, view)
-    return status_of(view)
+    return status_of(parts.views, view)
 
 
 @router.post("/{document_id}/retry", status_code=202, response_model=Status, responses={404: {}, 409: {}})
 async def retry(view: DocumentDep, parts: PartsDep) -> Status:
     """Run only the failed chunks again."""
     await control.retry_failed(parts.publisher, view)
-    return status_of(view)
+    return status_of(parts.views, view)
 
 
 @router.get("/{document_id}/pages", responses={404: {}})
 async def page_ledger(view: DocumentDep, parts: PartsDep) -> dict[str, Any]:
     """The page ledger: every page with its label, section, size, method and why it gave no text."""
     return await queries.page_ledger(parts.blobs, view)
+
+
+@router.post(
+    "/{document_id}/reprocess",
+    status_code=202,
+    response_model=Reprocessing,
+    responses={404: {}, 409: {}, 422: {}},
+)
+async def reprocess(
+    request: Request, view: DocumentDep, parts: PartsDep, body: Reprocess | None = None
+) -> Reprocessing:
+    """Start a new generation from the kept upload, optionally with another model or prompt
+    version. The current generation keeps serving until one is promoted."""
+    body = body or Reprocess()
+    event = await generations.reprocess(
+        parts.blobs, parts.publisher, parts.views, view, model=body.model, prompt_version=body.prompt_version
+    )
+    base = f"{str(request.base_url).rstrip('/')}/v1/documents/{event.document_id}"
+    return Reprocessing(
+        document_id=event.document_id,
+        generation=event.generation,
+        status="queued",
+        status_url=base,
+        events_url=f"{base}/events",
+        generations_url=f"{base}/generations",
+    )
+
+
+@router.get("/{document_id}/generations", responses={404: {}})
+async def list_generations(view: DocumentDep, parts: PartsDep) -> dict[str, Any]:
+    """Every generation side by side: cards, cards to check, dropped by reason, duplicates,
+    pages covered, model and prompt version."""
+    return await generations.compare(parts.blobs, parts.views, view)
+
+
+@router.post("/{document_id}/promote", responses={404: {}, 409: {}, 422: {}})
+async def promote(body: Promote, view: DocumentDep, parts: PartsDep) -> dict[str, Any]:
+    """Serve this generation by default from now on."""
+    await generations.promote(parts.blobs, parts.publisher, parts.views, view, body.generation)
+    return {"document_id": view.snapshot.document_id, "current": body.generation}

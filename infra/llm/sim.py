@@ -121,7 +121,8 @@ class _Sim:
             "requests served in_flight max_concurrent errors_injected garbage_injected completion_tokens"
         )
         more = ["slow_injected", "down_rejections", "unsupported_injected"]
-        self.stats = dict.fromkeys([*counters.split(), *more], 0)
+        self.stats: dict[str, Any] = dict.fromkeys([*counters.split(), *more], 0)
+        self.stats["served_by_model"] = {}  # the model each request named (a replay may name another)
 
     def fault(self) -> tuple[bool, bool, bool, bool]:
         """Whether to answer 503, garbage, slowly, with a made-up card."""
@@ -173,6 +174,9 @@ class _Sim:
                 self.stats["in_flight"] -= 1
         self.stats["served"] += 1
         self.stats["completion_tokens"] += _tokens(text)
+        by_model = self.stats["served_by_model"]
+        named = str(body.get("model") or self.cfg.model)
+        by_model[named] = by_model.get(named, 0) + 1
         usage = {"prompt_tokens": _tokens(json.dumps(body)), "completion_tokens": _tokens(text)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}

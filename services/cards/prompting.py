@@ -44,6 +44,13 @@ def prompt_version(profile: Profile, version: str = "v1") -> str:
     return f"cards-{_FILE_STYLE[profile]}-{version}"
 
 
+def prompt_versions() -> list[str]:
+    """The prompt versions a reprocessing may ask for ("v1", "v2", ...): a file of any profile."""
+    names = (f.name for f in files("services.cards.prompts").iterdir())
+    found = {m[1] for n in names if (m := re.fullmatch(r"cards-(?:chat|fewshot)-(v\w+)\.txt", n))}
+    return sorted(found)
+
+
 @lru_cache(maxsize=16)
 def load_sections(name: str) -> dict[str, str]:
     """A prompt file's sections ("=== name" headers; text before any header is section "")."""

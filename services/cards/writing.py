@@ -51,6 +51,7 @@ async def write_cards(
     backoff_cap_s: float = 30.0,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     prompt_version: str = "v1",
+    model: str | None = None,
     max_tokens: int | None = None,
     temperature: float | None = None,
     rng: random.Random | None = None,
@@ -68,6 +69,8 @@ async def write_cards(
         max_tokens=max_tokens,
         temperature=temperature,
     )
+    if model is not None:  # the client's own model otherwise
+        rendered = dataclasses.replace(rendered, prompt=dataclasses.replace(rendered.prompt, model=model))
     calls, repaired = 0, False
     result = ChunkCards()
     retrying = AsyncRetrying(

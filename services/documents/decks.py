@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from services.domain import UNRECORDED, Card
-from services.storage.blobs import BlobStore
+from services.storage.blobs import SCHEME, BlobStore
 
 
 def _prefix(document_id: str, generation: int) -> str:
@@ -83,6 +83,9 @@ class Deck:
     dropped: int  # cards that validation or grounding dropped
     duplicates_removed: int  # cards streamed but left out of the deck as near-duplicates
     dropped_by_reason: dict[str, int] = dataclasses.field(default_factory=dict)  # most frequent first
+    # How it was made: generation, model, prompt version, pages and chunks (decks written before
+    # reprocessing existed have none).
+    summary: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 def store_deck(
@@ -96,8 +99,9 @@ def store_deck(
     dropped: int = 0,
     dropped_by_reason: Mapping[str, int] | None = None,
     duplicates_removed: int = 0,
+    summary: Mapping[str, Any] | None = None,
 ) -> str:
-    key = f"decks/{document_id}/g{generation}.json"
+    key = deck_key(document_id, generation)
     deck = {
         "status": status,
         "cards": [card_to_json(c) for c in cards],
@@ -105,8 +109,31 @@ def store_deck(
         "dropped": dropped,
         "dropped_by_reason": dict(dropped_by_reason or {}),
         "duplicates_removed": duplicates_removed,
+        "summary": {"generation": generation, **(summary or {})},
     }
     return blobs.put_json(key, deck)
+
+
+def deck_key(document_id: str, generation: int) -> str:
+    return f"decks/{document_id}/g{generation}.json"
+
+
+def kept_generations(blobs: BlobStore, document_id: str) -> list[int]:
+    """The generations of a document whose deck was assembled, oldest first."""
+    found = []
+    for uri in blobs.list(f"decks/{document_id}"):
+        name = uri.rsplit("/", 1)[-1]
+        if name.startswith("g") and name.endswith(".json") and name[1:-5].isdigit():
+            found.append(int(name[1:-5]))
+    return sorted(found)
+
+
+def load_generation(blobs: BlobStore, document_id: str, generation: int) -> Deck | None:
+    """A generation's assembled deck; None when it has none (yet)."""
+    uri = SCHEME + deck_key(document_id, generation)
+    if not blobs.path(uri).exists():
+        return None
+    return load_deck(blobs, uri)
 
 
 def load_deck(blobs: BlobStore, uri: str) -> Deck:
@@ -120,4 +147,5 @@ def load_deck(blobs: BlobStore, uri: str) -> Deck:
         duplicates_removed=raw.get("duplicates_removed", 0),
         # Decks written before the reasons were kept: their drops count as UNRECORDED.
         dropped_by_reason=raw.get("dropped_by_reason", {UNRECORDED: dropped} if dropped else {}),
+        summary=raw.get("summary", {}),
     )

@@ -58,6 +58,8 @@ class DocumentState(BaseModel):
     error: str | None = None
     finished: bool = False
     upload: DocumentUploaded | None = None  # what to send again if the document stalls
+    model: str = ""  # what wrote the cards (the latest CardsGenerated's), for the deck's summary
+    prompt_version: str = ""
     updated_at: int = 0  # occurred_at (ms) of the latest fact that changed the state
 
     @property
@@ -170,6 +172,8 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
     if isinstance(event, DocumentUploaded):
         if event.replay_chunks:
             return Outcome(state)  # a reconciliation request (see `stalled`), not a fact
+        if state is not None and event.generation < state.generation:
+            return Outcome(state)  # an older generation's upload, redelivered: that round is over
         if state is not None and state.generation == event.generation:
             if state.filename:
                 return Outcome(state)  # redelivered upload
@@ -253,6 +257,7 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             return Outcome(state)
         st.failed.pop(event.chunk_index, None)
         st.done[event.chunk_index] = len(event.cards)
+        st.model, st.prompt_version = event.model, event.prompt_version
         if event.dropped:
             st.dropped[event.chunk_index] = event.dropped
         if event.dropped_reasons:

@@ -7,6 +7,11 @@ Last-Event-ID. Memory grows with the number of documents, not with their history
 of the `KEEP_DONE` documents done last are kept (a client that just missed the end resumes
 exactly); older done documents keep only their snapshot, and their history is told again from
 it, their page ledger and their deck (`services.handlers.watch`).
+
+Generations: a view follows a document's newest generation (a reprocessing starts a new one, and
+its events replace the older one's). What the API serves by default is the *current* generation:
+the one last promoted (documents.generations), else the document's first. The views also keep
+each document's uploads and reprocessings (documents.uploaded, kept forever), one per generation.
 """
 
 from __future__ import annotations
@@ -15,7 +20,13 @@ import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from services.events.models import DeckAssembled, DocumentProgress, Event
+from services.events.models import (
+    DeckAssembled,
+    DocumentProgress,
+    DocumentUploaded,
+    Event,
+    GenerationPromoted,
+)
 
 LOG_LIMIT = 20_000  # client events kept per running document for replay
 QUEUE_LIMIT = 1024
@@ -36,14 +47,19 @@ Subscription = asyncio.Queue[tuple[Position, DocumentProgress] | None]
 
 @dataclass(slots=True)
 class DocumentView:
-    snapshot: DocumentProgress
+    snapshot: DocumentProgress  # of the newest generation
     events: deque[tuple[Position, DocumentProgress]] = field(default_factory=lambda: deque(maxlen=LOG_LIMIT))
-    deck: DeckAssembled | None = None
+    decks: dict[int, DeckAssembled] = field(default_factory=dict)  # by generation, as announced
     card_ids: set[str] = field(default_factory=set)  # cards already streamed (while it runs)
     done: DocumentProgress | None = None  # its latest `done`
     done_at: Position | None = None
     history_dropped: bool = False  # the events up to `done` are gone: told again from blobs
     subscribers: set[Subscription] = field(default_factory=set)
+
+    @property
+    def deck(self) -> DeckAssembled | None:
+        """The assembled deck of the newest generation, once there is one."""
+        return self.decks.get(self.snapshot.generation)
 
 
 class DocumentViews:
@@ -53,28 +69,34 @@ class DocumentViews:
         self._done: OrderedDict[str, None] = OrderedDict()  # done documents, the last done last
         # Decks read before any progress of their document: the feed reads several topics, in
         # no set order across them (seen when an API rebuilt its views at start).
-        self._early_decks: dict[str, DeckAssembled] = {}
+        self._early_decks: dict[str, dict[int, DeckAssembled]] = {}
+        self.uploads: dict[str, dict[int, DocumentUploaded]] = {}  # doc -> generation -> upload
+        self.promoted: dict[str, int] = {}  # doc -> the generation last promoted
 
     def apply(self, pos: Position, event: Event) -> None:
+        if isinstance(event, DocumentUploaded):
+            self.note_upload(event)
+            return
+        if isinstance(event, GenerationPromoted):
+            self.promoted[event.document_id] = event.generation
+            return
         if isinstance(event, DeckAssembled):
             view = self.docs.get(event.document_id)
             if view is None:
-                early = self._early_decks.get(event.document_id)
-                if early is None or event.generation >= early.generation:
-                    self._early_decks[event.document_id] = event
-            elif event.generation >= view.snapshot.generation:
-                view.deck = event
+                self._early_decks.setdefault(event.document_id, {})[event.generation] = event
+            else:
+                view.decks[event.generation] = event
             return
         if not isinstance(event, DocumentProgress):
             return
         view = self.docs.get(event.document_id)
         if view is None:
             view = self.docs[event.document_id] = DocumentView(snapshot=event)
-            early = self._early_decks.pop(event.document_id, None)
-            if early is not None and early.generation >= event.generation:
-                view.deck = early
+            view.decks.update(self._early_decks.pop(event.document_id, {}))
         elif event.generation < view.snapshot.generation:
             return
+        elif event.generation > view.snapshot.generation:
+            self._new_generation(view)
         if event.kind == "card" and event.new_cards:
             # Cards re-sent after a worker crash are left out: the client has them already. (An
             # event can carry several chunks' cards, some new and some re-sent.)
@@ -100,6 +122,32 @@ class DocumentViews:
                 q.put_nowait(None)
                 continue
             q.put_nowait((pos, event))
+
+    def _new_generation(self, view: DocumentView) -> None:
+        """A reprocessing started: the older generation's events give way to the new one's (a
+        client resuming from before them gets the new generation's events after its cursor)."""
+        view.events.clear()
+        view.card_ids.clear()
+        view.done = view.done_at = None
+        view.history_dropped = False
+        self._done.pop(view.snapshot.document_id, None)
+
+    def note_upload(self, event: DocumentUploaded) -> None:
+        """An upload or a reprocessing (reconciliations and hand-backs repeat one: left out)."""
+        if event.is_original:
+            self.uploads.setdefault(event.document_id, {})[event.generation] = event
+
+    def current(self, view: DocumentView) -> int:
+        """The generation served by default: the last promoted, else the document's first."""
+        doc = view.snapshot.document_id
+        if doc in self.promoted:
+            return self.promoted[doc]
+        return min(self.uploads.get(doc, {}), default=view.snapshot.generation)
+
+    def generations(self, view: DocumentView) -> list[int]:
+        """Every generation the log knows of, oldest first."""
+        doc = view.snapshot.document_id
+        return sorted({*self.uploads.get(doc, {}), view.snapshot.generation})
 
     @staticmethod
     def _drop_history(view: DocumentView) -> None:

@@ -57,6 +57,15 @@ class DocumentUploaded(Event):
     # The next splitter reads the file again (same pages, same chunks) and sends the rest.
     pages_sent: int = 0
     chunks_sent: int = 0
+    # None: the worker's own. Set by a reprocessing (added in the fourth schema) to write this
+    # generation's cards with another model or prompt version.
+    model: str | None = None
+    prompt_version: str | None = None
+
+    @property
+    def is_original(self) -> bool:
+        """An upload or a reprocessing, not a reconciliation or a hand-back of one."""
+        return not self.replay_chunks and self.pages_sent == 0 and self.chunks_sent == 0
 
 
 class PageExtracted(Event):
@@ -89,6 +98,8 @@ class ChunkCreated(Event):
     cards_per_chunk: int
     attempt: int = 0
     lane: str = "bulk"  # interactive or bulk (added in the second ChunkCreated schema)
+    model: str | None = None  # the upload's overrides (added in the third schema)
+    prompt_version: str | None = None
 
 
 class ChunksPlanned(Event):
@@ -185,6 +196,13 @@ class RetryFailedChunks(Event):
     name = "RetryFailedChunks"
 
 
+class GenerationPromoted(Event):
+    """The generation the API serves for a document from now on (documents.generations)."""
+
+    name = "GenerationPromoted"
+    promoted_by: str
+
+
 class RecordRejected(Event):
     """A dead letter (see `rejected`)."""
 
@@ -237,6 +255,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         DocumentProgress,
         CancelDocument,
         RetryFailedChunks,
+        GenerationPromoted,
         RecordRejected,
     )
 }

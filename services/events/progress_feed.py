@@ -1,6 +1,7 @@
 """One Kafka consumer per API process that keeps the document views up to date.
 
-It reads jobs.progress and decks from the beginning without a consumer group (every partition,
+It reads jobs.progress, decks, the uploads (documents.uploaded: each document's generations) and
+documents.generations (the one served) from the beginning without a consumer group (every partition,
 no rebalances, no commits) and applies each record to `DocumentViews`. It also counts the dead
 letters of pipeline.dlq by source topic (shown on /readyz), and sends one for a record of its own
 topics it cannot decode.
@@ -43,6 +44,8 @@ class ProgressFeed:
         self._consumer = AIOKafkaConsumer(
             topics.PROGRESS.name,
             topics.DECKS.name,
+            topics.UPLOADED.name,
+            topics.GENERATIONS.name,
             topics.DEAD_LETTERS.name,
             bootstrap_servers=self.bootstrap,
             group_id=None,

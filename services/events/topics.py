@@ -94,6 +94,13 @@ PROGRESS = TopicSpec(
     {"cleanup.policy": "compact", "segment.ms": str(HOUR_MS), "min.compaction.lag.ms": str(HOUR_MS)},
     role="state",
 )
+GENERATIONS = TopicSpec(
+    "documents.generations",
+    "GenerationPromoted: the generation the API serves per document (compacted). A document "
+    "never reprocessed has none: its only generation serves.",
+    {"cleanup.policy": "compact"},
+    role="state",
+)
 CONTROL = TopicSpec(
     "jobs.control",
     "CancelDocument and RetryFailedChunks commands.",
@@ -111,6 +118,7 @@ ALL: tuple[TopicSpec, ...] = (
     DEAD_LETTERS,
     DECKS,
     PROGRESS,
+    GENERATIONS,
     CONTROL,
 )
 

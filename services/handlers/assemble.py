@@ -33,6 +33,16 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
             dropped=deck.dropped,
             dropped_by_reason=deck.dropped_by_reason,
             duplicates_removed=max(0, st.cards - len(cards)),
+            summary={
+                "model": st.model or None,
+                "prompt_version": st.prompt_version or None,
+                "pages_total": st.pages_total,
+                "chunks_total": max(st.chunks_total, 0),
+                "chunks_failed": len(st.failed),
+                "failures": [f.model_dump() for f in deck.failures],
+                "created_at": st.created_at,
+                "finished_at": st.updated_at,
+            },
         )
     )
     log.info("deck assembled", document_id=st.document_id, status=deck.status, cards=len(cards))

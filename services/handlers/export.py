@@ -1,4 +1,5 @@
-"""Export a deck as JSON or CSV: the assembled deck once it is complete, else the cards so far."""
+"""Export a deck of any kept generation as JSON or CSV: the assembled deck once it is complete,
+else the cards so far."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ import io
 from typing import Any, Literal
 
 from services.cards.rules import review_kinds
-from services.documents.decks import Deck, collect_cards, load_deck
+from services.documents.decks import Deck, collect_cards, load_deck, load_generation
 from services.documents.views import DocumentView
 from services.domain import Card, count_reasons
+from services.errors import DocumentNotFound
+from services.events.models import DocumentProgress
 from services.storage.blobs import BlobStore
 
 CSV_COLUMNS = ["front", "back", "type", "file", "page", "section", "card_id", "needs_review"]
@@ -46,15 +49,20 @@ def deck_csv(cards: list[Card]) -> str:
     return buf.getvalue()
 
 
-def deck_json(view: DocumentView, cards: list[Card], deck: Deck | None) -> dict[str, Any]:
-    snap = view.snapshot
-    failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
+def deck_json(
+    snap: DocumentProgress,
+    generation: int,
+    status: str,
+    cards: list[Card],
+    deck: Deck | None,
+    failures: list[Any],
+) -> dict[str, Any]:
     return {
         "document_id": snap.document_id,
         "filename": snap.filename,
-        "generation": snap.generation,
-        "status": snap.status,
-        "complete": view.deck is not None,
+        "generation": generation,
+        "status": status,
+        "complete": deck is not None,
         "failures": failures,
         # Known once the deck is assembled: what the checks dropped, and the chunks without a card.
         "quality": {
@@ -71,14 +79,23 @@ def deck_json(view: DocumentView, cards: list[Card], deck: Deck | None) -> dict[
 
 
 async def export_deck(
-    blobs: BlobStore, view: DocumentView, fmt: Literal["json", "csv"]
+    blobs: BlobStore, view: DocumentView, fmt: Literal["json", "csv"], generation: int
 ) -> str | dict[str, Any]:
-    """The deck in `fmt`: CSV text, or the JSON body."""
+    """A generation's deck in `fmt`: CSV text, or the JSON body. The newest generation's while it
+    runs is the cards made so far; an older one's is its assembled deck (404 if it has none)."""
+    snap = view.snapshot
     deck: Deck | None = None
-    if view.deck is not None:
-        deck = await asyncio.to_thread(load_deck, blobs, view.deck.deck_uri)
-        cards = deck.cards
+    if generation == snap.generation:
+        status = snap.status
+        failures = [f.model_dump() for f in view.deck.failures] if view.deck is not None else []
+        if view.deck is not None:
+            deck = await asyncio.to_thread(load_deck, blobs, view.deck.deck_uri)
+            cards = deck.cards
+        else:
+            cards = await asyncio.to_thread(collect_cards, blobs, snap.document_id, snap.generation)
     else:
-        snap = view.snapshot
-        cards = await asyncio.to_thread(collect_cards, blobs, snap.document_id, snap.generation)
-    return deck_csv(cards) if fmt == "csv" else deck_json(view, cards, deck)
+        deck = await asyncio.to_thread(load_generation, blobs, snap.document_id, generation)
+        if deck is None:
+            raise DocumentNotFound(f"document {snap.document_id} has no deck of generation {generation}")
+        status, cards, failures = deck.status, deck.cards, deck.summary.get("failures", [])
+    return deck_csv(cards) if fmt == "csv" else deck_json(snap, generation, status, cards, deck, failures)

@@ -90,6 +90,8 @@ def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
         cards_per_chunk=up.cards_per_chunk,
         lane=lane,
         attempt=_attempt(up),
+        model=up.model,
+        prompt_version=up.prompt_version,
     )
 
 

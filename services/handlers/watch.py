@@ -72,8 +72,9 @@ async def told_again(blobs: BlobStore, view: DocumentView) -> list[tuple[int, st
     assert done is not None
     snapshot = {f: getattr(done, f) for f in SNAPSHOT_FIELDS}
     ledger = await asyncio.to_thread(load_ledger, blobs, done.document_id, done.generation) or []
-    if view.deck is not None and view.deck.generation == done.generation:
-        cards = (await asyncio.to_thread(load_deck, blobs, view.deck.deck_uri)).cards
+    assembled = view.decks.get(done.generation)
+    if assembled is not None:
+        cards = (await asyncio.to_thread(load_deck, blobs, assembled.deck_uri)).cards
     else:  # the deck is assembled just after `done`
         cards = await asyncio.to_thread(collect_cards, blobs, done.document_id, done.generation)
     told: list[tuple[str, dict[str, Any]]] = [("progress", snapshot)]

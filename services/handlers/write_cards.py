@@ -57,7 +57,9 @@ class _Job:
     ev: ChunkCreated
     chunk: Chunk
     per_chunk: int
-    version: str
+    version: str  # the prompt version stamped on the cards, e.g. "cards-chat-v1"
+    prompt_version: str  # the prompt file's version, e.g. "v1"
+    model: str
     key: str
     started: float
     bound: Any
@@ -140,17 +142,20 @@ class WriteChunkCards:
         per_chunk = cards_for_chunk(
             len(chunk.text.split()), self.cards_cfg.per_1000_words, ev.cards_per_chunk
         )
-        version = prompt_version(self.llm.profile, self.cards_cfg.prompt_version)
+        # A reprocessing may name its own model and prompt version; else the worker's.
+        model = ev.model or self.cfg.model
+        file_version = ev.prompt_version or self.cards_cfg.prompt_version
+        version = prompt_version(self.llm.profile, file_version)
         key = cache_key(
             chunk,
-            model=self.cfg.model,
+            model=model,
             prompt_version=version,
             profile=self.llm.profile,
             card_types=ev.card_types,
             per_chunk=per_chunk,
         )
         bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index, attempt=ev.attempt)
-        return _Job(ev, chunk, per_chunk, version, key, time.monotonic(), bound)
+        return _Job(ev, chunk, per_chunk, version, file_version, model, key, time.monotonic(), bound)
 
     def _write(self, job: _Job) -> Awaitable[ChunkCards]:
         ev, cfg = job.ev, self.cfg
@@ -166,7 +171,8 @@ class WriteChunkCards:
             max_attempts=cfg.max_attempts,
             backoff_base_s=cfg.backoff_base_s,
             backoff_cap_s=cfg.backoff_cap_s,
-            prompt_version=self.cards_cfg.prompt_version,
+            prompt_version=job.prompt_version,
+            model=job.model if job.model != cfg.model else None,
             max_tokens=cfg.max_tokens,
             temperature=cfg.temperature,
             # From the cache key (chunk, model, prompt, options): a server that samples each
@@ -238,7 +244,7 @@ class WriteChunkCards:
             dropped=len(result.dropped),
             dropped_reasons=count_reasons(reason for _, reason in result.dropped),
             attempts=attempts,
-            model=self.cfg.model,
+            model=job.model,
             prompt_version=job.version,
             elapsed_ms=int((time.monotonic() - job.started) * 1000),
             pages=list(dict.fromkeys(seg.label for seg in ev.segments)),

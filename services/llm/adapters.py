@@ -102,7 +102,7 @@ class OpenAICompatibleClient:
 
     async def generate(self, prompt: Prompt) -> Completion:
         body: dict[str, Any] = {
-            "model": self._model,
+            "model": prompt.model or self._model,
             "max_tokens": prompt.max_tokens,
             "temperature": prompt.temperature,
         }
@@ -151,7 +151,7 @@ class OllamaClient:
         options: dict[str, Any] = {"temperature": prompt.temperature, "num_predict": prompt.max_tokens}
         if prompt.seed is not None:
             options["seed"] = prompt.seed
-        body: dict[str, Any] = {"model": self._model, "stream": False, "options": options}
+        body: dict[str, Any] = {"model": prompt.model or self._model, "stream": False, "options": options}
         if prompt.profile == "chat":
             body["messages"] = [m._asdict() for m in prompt.messages]
             if prompt.schema is not None:

@@ -30,6 +30,7 @@ class Prompt:
     max_tokens: int = 768
     temperature: float = 0.2
     seed: int | None = None  # sampling seed (OpenAI-compatible `seed`, Ollama `options.seed`)
+    model: str | None = None  # None: the client's model; a reprocessing may name another
 
     def __post_init__(self) -> None:
         if bool(self.messages) == (self.text is not None):

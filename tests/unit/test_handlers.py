@@ -183,12 +183,12 @@ async def test_a_running_decks_export_holds_the_cards_so_far_and_neutral_quality
     views.apply(Position(0, 0), progress("d1", "generating"))
     card = Card("c1", "basic", "What makes glucose?", "Photosynthesis", "f.txt", 1, "1", ("Intro",), 0, "v")
     store_chunk_cards(blobs, "d1", 1, 0, [card])
-    body = await export_deck(blobs, views.docs["d1"], "json")
+    body = await export_deck(blobs, views.docs["d1"], "json", 1)
     assert isinstance(body, dict) and body["complete"] is False and body["quality"]["dropped"] is None
     assert [c["source"] for c in body["cards"]] == [
         {"file": "f.txt", "page": 1, "page_label": "1", "section": ["Intro"]}
     ]
-    text = await export_deck(blobs, views.docs["d1"], "csv")
+    text = await export_deck(blobs, views.docs["d1"], "csv", 1)
     assert isinstance(text, str)
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0][:3] == ["front", "back", "type"] and rows[1][:2] == [

@@ -132,6 +132,35 @@ class DocumentViews:
         view.history_dropped = False
         self._done.pop(view.snapshot.document_id, None)
 
+    def register_reprocessing(self, event: DocumentUploaded) -> None:
+        """Show a just-accepted reprocessing as queued before the pipeline reports on it, so a
+        client that follows the document at once gets the new generation's events."""
+        self.note_upload(event)
+        view = self.docs.get(event.document_id)
+        if view is None or event.generation <= view.snapshot.generation:
+            return
+        self._new_generation(view)
+        zero = {
+            f: 0
+            for f in ("pages_total", "pages_done", "chunks_total", "chunks_done", "chunks_failed", "cards")
+        }
+        view.snapshot = view.snapshot.model_copy(
+            update={
+                **zero,
+                "event_id": event.event_id,
+                "generation": event.generation,
+                "occurred_at": event.occurred_at,
+                "kind": "progress",
+                "status": "queued",
+                "progress": 0.0,
+                "error": None,
+                "waiting": None,
+                "page": None,
+                "new_cards": [],
+                "failure": None,
+            }
+        )
+
     def note_upload(self, event: DocumentUploaded) -> None:
         """An upload or a reprocessing (reconciliations and hand-backs repeat one: left out)."""
         if event.is_original:

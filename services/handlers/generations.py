@@ -92,7 +92,7 @@ async def reprocess(
         raise Conflict("the uploaded file is no longer in the blob store", "file-gone")
     event = next_generation(first, latest + 1, model=model, prompt_version=prompt_version)
     await publisher.publish(topics.UPLOADED.name, event)
-    views.note_upload(event)  # a second request at once sees this generation as running
+    views.register_reprocessing(event)  # queued at once: a follower gets this generation's events
     return event
 
 

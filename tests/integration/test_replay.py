@@ -83,6 +83,10 @@ def test_replay_compare_and_promote(stack: Stack, sim_url: str) -> None:
         assert r.json()["generation"] == 2
         again = client.http.post(f"/v1/documents/{doc}/reprocess")  # generation 2 is running
         assert again.status_code == 409 and again.json()["type"].endswith("/still-running"), again.text
+        # Followed at once, the document's events are the new generation's, to its end.
+        events = list(client.events(doc, timeout_s=120))
+        assert events[-1].event == "done" and events[-1].data["generation"] == 2
+        assert {e.data["generation"] for e in events if e.event == "progress"} == {2}
         second = generation_done(client, doc, 2)
         assert served(sim_url)["served"] == calls, "a replay with an unchanged prompt called the LLM"
         assert second["status"] == "completed" and second["cards"] == first["cards"]

@@ -117,6 +117,9 @@ def test_views_follow_the_newest_generation_and_serve_the_first_until_a_promotio
     assert sorted(views.uploads["d"]) == [1, 2]
     views.apply(Position(0, 6), progress("d", "queued", generation=1))  # a late event of generation 1
     assert view.snapshot.generation == 2
+    views.register_reprocessing(upload_event(document_id="d", tenant_id="default", generation=3))
+    assert (view.snapshot.generation, view.snapshot.status, view.snapshot.cards) == (3, "queued", 0)
+    assert not view.events and views.generations(view) == [1, 2, 3]
     views.apply(
         Position(1, 0),
         GenerationPromoted(tenant_id="default", document_id="d", generation=2, promoted_by="cli"),

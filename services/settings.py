@@ -127,6 +127,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home)
     tenant: str = "default"
+    # The generation of new uploads (a reprocessing takes the next one) and the worker's app id.
     generation: int = Field(1, ge=1)
     kafka: KafkaSettings = KafkaSettings()
     llm: LLMSettings = LLMSettings()

@@ -1,9 +1,9 @@
-"""The Faust app of one generation: topics, the lifecycle service and the agents, wired from the bootstrap.
+"""The Faust app: topics, the lifecycle service and the agents, wired from the bootstrap.
 
-Built by a function (not at import time) so settings decide the broker, partitions and the
-generation. Reprocessing runs a new generation: a new app id, hence a new consumer group and
-new table topics, reading documents.uploaded from the start (never a rewind in place).
-"""
+Built by a function (not at import time) so settings decide the broker and partitions. The app
+id (`deckstream-g1`: DECKSTREAM_GENERATION, the generation of new uploads) names the consumer
+groups and table topics. Reprocessing does not change it: it republishes uploads as the next
+generation, and these same groups read them (never a rewind in place; docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ LOCK := requirements.lock
 help: ## List the targets
 	@grep -E '^[a-z][a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-system-deps: ## Check Java 17+ and Maven; install Tesseract's English data for OCR if missing
+system-deps: ## Check Java 17+ and Maven; install Tesseract's English data (OCR) and Chromium (browser tests) if missing
 	@command -v java >/dev/null || { echo "Java 17+ is required (the Kafka broker runs on it)"; exit 1; }
 	@command -v mvn >/dev/null || { echo "Maven is required (it resolves the Kafka jars)"; exit 1; }
 	@if [ ! -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ]; then \
@@ -21,6 +21,12 @@ system-deps: ## Check Java 17+ and Maven; install Tesseract's English data for O
 	    (apt-get update -qq && apt-get install -y -qq tesseract-ocr-eng >/dev/null) \
 	      || echo "warning: could not install tesseract-ocr-eng; scanned pages will be skipped"; \
 	  else echo "note: install tesseract-ocr-eng for OCR of scanned pages (optional)"; fi; \
+	fi
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	      || echo "warning: could not install chromium; the browser tests will fail"; \
+	  else echo "note: install Debian's chromium for the browser tests (make test)"; fi; \
 	fi
 
 $(STAMP): pyproject.toml $(LOCK)

@@ -26,7 +26,7 @@ from services.events import topics
 from services.events.models import DocumentUploaded, decode
 from tests.conftest import TOKEN, stack_settings, upload_until_a_card
 
-pytestmark = pytest.mark.kafka
+pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 LLM = {"model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
 TERMINAL = ("completed", "partial", "failed", "cancelled")
 

@@ -117,6 +117,16 @@ class ApiSettings(BaseModel):
     max_subscribers: int = 1000
 
 
+class ClickHouseSettings(BaseModel):
+    # None: chDB (in-process ClickHouse) under home/analytics, owned by the API process; else a
+    # ClickHouse server, e.g. http://user:password@host:8123.
+    url: str | None = None
+    database: str = "deckstream"
+    enabled: bool = Field(True, description="run the analytics sink in the API process")
+    batch_rows: int = Field(2000, ge=1, description="rows that make the sink insert at once")
+    flush_s: float = Field(1.0, gt=0, description="longest a consumed event waits for its insert")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DECKSTREAM_",
@@ -135,10 +145,15 @@ class Settings(BaseSettings):
     chunks: ChunkSettings = ChunkSettings()
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
+    clickhouse: ClickHouseSettings = ClickHouseSettings()
 
     @property
     def blob_dir(self) -> Path:
         return self.home / "blobs"
+
+    @property
+    def chdb_dir(self) -> Path:
+        return self.home / "analytics" / "chdb"
 
 
 @lru_cache(maxsize=1)

@@ -89,7 +89,10 @@ def build_app(settings: Settings) -> tuple[faust.App, WorkerLifecycle]:
     interactive = topic(topics.CHUNKS_INTERACTIVE)
     retry = topic(topics.CHUNKS_RETRY)
     sinks = [uploads, chunks, interactive, retry]
-    sinks += [topic(spec) for spec in (topics.PAGES, topics.CARDS, topics.DLQ, topics.PROGRESS, topics.DECKS)]
+    sinks += [
+        topic(spec)
+        for spec in (topics.PAGES, topics.CARDS, topics.LLM_CALLS, topics.DLQ, topics.PROGRESS, topics.DECKS)
+    ]
     outbox = Outbox({t.get_topic_name(): t for t in sinks})
     split.register(app, life, parts.split, outbox, uploads)
     write_cards.register(

@@ -4,7 +4,8 @@
 
 Retries: a ``RetryableError`` gets full-jitter exponential backoff (honouring the server's
 Retry-After up to the cap); an answer with no usable cards gets one repair retry, then
-``BadModelOutput``. At most ``max_attempts`` calls in all.
+``BadModelOutput``. At most ``max_attempts`` calls in all. Each call is reported to ``on_call``
+(latency, tokens, outcome): the figures analytics keep.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
@@ -20,7 +22,22 @@ from services.cards.prompting import render_prompt
 from services.cards.rules import ChunkCards, _segment_terms, cards_from_answer
 from services.domain import Chunk
 from services.errors import BadModelOutput, RepairNeeded, RetryableError, UnreadableOutput
-from services.llm.client import LLMClient, Profile
+from services.llm.client import Completion, LLMClient, Profile
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallMeasured:
+    """One call to the LLM: which attempt, how long, what came back."""
+
+    attempt: int
+    latency_s: float
+    completion: Completion | None  # None: the call failed
+    outcome: str  # ok, unreadable, or the error's code
+    error: str | None = None
+
+
+def _code(exc: BaseException) -> str:
+    return str(getattr(exc, "code", "") or type(exc).__name__)
 
 
 def _backoff(base: float, cap: float, rng: random.Random) -> Callable[[RetryCallState], float]:
@@ -56,6 +73,7 @@ async def write_cards(
     temperature: float | None = None,
     rng: random.Random | None = None,
     seed: int | None = None,
+    on_call: Callable[[CallMeasured], None] | None = None,
 ) -> ChunkCards:
     segment_terms = _segment_terms(chunk)
     if not any(segment_terms):
@@ -87,7 +105,15 @@ async def write_cards(
                 prompt = rendered.prompt
                 if seed is not None:  # each attempt samples anew, and the same way on every run
                     prompt = dataclasses.replace(prompt, seed=(seed + calls - 1) % 2**31)
-                completion = await llm.generate(prompt)
+                started = time.monotonic()
+                try:
+                    completion = await llm.generate(prompt)
+                except Exception as exc:
+                    if on_call is not None:
+                        reason = getattr(exc, "reason", None) or str(exc)
+                        on_call(CallMeasured(calls, time.monotonic() - started, None, _code(exc), reason))
+                    raise
+                took = time.monotonic() - started
                 try:
                     result = cards_from_answer(
                         chunk,
@@ -101,10 +127,14 @@ async def write_cards(
                         segment_terms=segment_terms,
                     )
                 except UnreadableOutput as exc:
+                    if on_call is not None:
+                        on_call(CallMeasured(calls, took, completion, "unreadable", exc.reason))
                     if repaired:
                         raise BadModelOutput(exc.reason) from None
                     repaired = True
                     raise RepairNeeded(exc.reason) from None
+                if on_call is not None:
+                    on_call(CallMeasured(calls, took, completion, "ok"))
     except RepairNeeded as exc:  # the repair retry was the last attempt allowed
         raise BadModelOutput(exc.reason) from None
     result.attempts = calls

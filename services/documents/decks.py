@@ -60,19 +60,30 @@ def _norm(text: str) -> str:
     return re.sub(r"\W+", " ", text.casefold()).strip()
 
 
+def stored_cards(blobs: BlobStore, document_id: str, generation: int) -> list[Card]:
+    """Every stored card of a document, in chunk order."""
+    return [
+        card_from_json(raw)
+        for uri in blobs.list(_prefix(document_id, generation))
+        for raw in chunk_cards(blobs.get_json(uri))[0]
+    ]
+
+
+def without_repeats(cards: list[Card]) -> list[Card]:
+    """The cards whose question was not asked before (overlapping chunks repeat some)."""
+    seen: set[str] = set()
+    out: list[Card] = []
+    for card in cards:
+        key = _norm(card.front)
+        if key not in seen:
+            seen.add(key)
+            out.append(card)
+    return out
+
+
 def collect_cards(blobs: BlobStore, document_id: str, generation: int) -> list[Card]:
     """Every stored card of a document, in chunk order, without cross-chunk duplicates."""
-    seen: set[str] = set()
-    cards: list[Card] = []
-    for uri in blobs.list(_prefix(document_id, generation)):
-        for raw in chunk_cards(blobs.get_json(uri))[0]:
-            card = card_from_json(raw)
-            key = _norm(card.front)
-            if key in seen:
-                continue
-            seen.add(key)
-            cards.append(card)
-    return cards
+    return without_repeats(stored_cards(blobs, document_id, generation))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -154,6 +154,7 @@ class DeckAssembled(Event):
     chunks_total: int
     chunks_failed: int
     failures: list[ChunkFailure]
+    duplicates: list[str] = []  # card ids left out as near-duplicates (added in the second schema)
 
 
 class PageInfo(BaseModel):
@@ -194,6 +195,23 @@ class CancelDocument(Event):
 
 class RetryFailedChunks(Event):
     name = "RetryFailedChunks"
+
+
+class LLMCallMeasured(Event):
+    """One LLM call made while writing a chunk's cards (llm.calls): what analytics measure."""
+
+    name = "LLMCallMeasured"
+    chunk_index: int
+    round: int
+    attempt: int
+    model: str
+    prompt_version: str
+    latency_ms: int
+    ttft_ms: int | None = None
+    prompt_tokens: int
+    completion_tokens: int
+    outcome: str
+    error: str | None = None
 
 
 class GenerationPromoted(Event):
@@ -256,6 +274,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CancelDocument,
         RetryFailedChunks,
         GenerationPromoted,
+        LLMCallMeasured,
         RecordRejected,
     )
 }

@@ -79,6 +79,11 @@ CARDS = TopicSpec(
     "ChunksPlanned (the manifest), CardsGenerated or ChunkFailed per chunk.",
     WORK,
 )
+LLM_CALLS = TopicSpec(
+    "llm.calls",
+    "LLMCallMeasured: each LLM call's latency, tokens, model, prompt version and outcome (analytics).",
+    WORK,
+)
 DECKS = TopicSpec(
     "decks",
     "DeckAssembled: the latest deck per document and generation (compacted).",
@@ -114,6 +119,7 @@ ALL: tuple[TopicSpec, ...] = (
     CHUNKS_INTERACTIVE,
     CHUNKS_RETRY,
     CARDS,
+    LLM_CALLS,
     DLQ,
     DEAD_LETTERS,
     DECKS,

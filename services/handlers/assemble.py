@@ -9,7 +9,7 @@ import functools
 import structlog
 
 from services.cards.dedup import drop_near_duplicates
-from services.documents.decks import collect_cards, store_deck
+from services.documents.decks import store_deck, stored_cards, without_repeats
 from services.documents.state import AssembleDeck, DocumentState
 from services.events.models import DeckAssembled
 from services.storage.blobs import BlobStore
@@ -19,8 +19,9 @@ log = structlog.get_logger(__name__)
 
 async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck) -> DeckAssembled:
     """The deck of a document the state machine has just finished (file I/O in threads)."""
-    cards = await asyncio.to_thread(collect_cards, blobs, st.document_id, st.generation)
-    cards = await asyncio.to_thread(drop_near_duplicates, cards)
+    every = await asyncio.to_thread(stored_cards, blobs, st.document_id, st.generation)
+    cards = await asyncio.to_thread(lambda: drop_near_duplicates(without_repeats(every)))
+    kept = {c.card_id for c in cards}
     uri = await asyncio.to_thread(
         functools.partial(
             store_deck,
@@ -56,4 +57,5 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
         chunks_total=max(st.chunks_total, 0),
         chunks_failed=len(st.failed),
         failures=deck.failures,
+        duplicates=[c.card_id for c in every if c.card_id not in kept],
     )

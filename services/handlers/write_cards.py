@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
@@ -23,13 +23,13 @@ import structlog
 from services.cards.cache import cache_key, cards_for_chunk, load_cached, store_cached
 from services.cards.prompting import prompt_version
 from services.cards.rules import ChunkCards, cards_from_answer, empty_reason
-from services.cards.writing import write_cards
+from services.cards.writing import CallMeasured, write_cards
 from services.documents.decks import store_chunk_cards
 from services.documents.settled import SettledDocuments
 from services.domain import Card, Chunk, count_reasons
 from services.errors import DeckstreamError, RetryableError, UnreadableOutput
 from services.events import topics
-from services.events.models import CardsGenerated, ChunkCreated, ChunkFailed, now_ms
+from services.events.models import CardsGenerated, ChunkCreated, ChunkFailed, LLMCallMeasured, now_ms
 from services.handlers import Emit, HandBack, Send
 from services.llm.breaker import CircuitBreaker
 from services.llm.connection import LLMConnection
@@ -63,6 +63,7 @@ class _Job:
     key: str
     started: float
     bound: Any
+    calls: list[CallMeasured] = field(default_factory=list)  # the LLM calls made for it
 
 
 class WriteChunkCards:
@@ -116,12 +117,14 @@ class WriteChunkCards:
             finally:
                 self.scheduler.release(ev.document_id)
         except RetryableError as exc:
-            return self._retry_later(job, exc)
+            return self._measured(job) + self._retry_later(job, exc)
         except DeckstreamError as exc:
-            return self._failed(job, exc.reason, exc.code)
+            return self._measured(job) + self._failed(job, exc.reason, exc.code)
         except Exception as exc:  # a bug must fail the chunk, not the worker
             job.bound.exception("chunk crashed")
-            return self._failed(job, f"internal error: {type(exc).__name__}: {exc}", "internal")
+            return self._measured(job) + self._failed(
+                job, f"internal error: {type(exc).__name__}: {exc}", "internal"
+            )
 
         why = empty_reason(result.dropped) if not result.cards else None
         # The cache entry (the model's answer) and this chunk's cards: two small files in the
@@ -134,8 +137,8 @@ class WriteChunkCards:
                 self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key
             )
         except Exception as exc:
-            return self._store_failed(job, exc)
-        return self._done(job, result, attempts=result.attempts, why=why)
+            return self._measured(job) + self._store_failed(job, exc)
+        return self._measured(job) + self._done(job, result, attempts=result.attempts, why=why)
 
     def _job(self, ev: ChunkCreated) -> _Job:
         chunk = Chunk(index=ev.chunk_index, segments=tuple(ev.segments), tokens=ev.tokens)
@@ -179,6 +182,7 @@ class WriteChunkCards:
             # request on its own (vLLM; llama.cpp one call at a time) gives the chunk the same
             # cards on a replay. Batched llama.cpp slots vary.
             seed=int(job.key[:8], 16),
+            on_call=job.calls.append,
         )
 
     def _reuse(self, job: _Job) -> tuple[ChunkCards, str | None] | None:
@@ -218,6 +222,29 @@ class WriteChunkCards:
             why = empty_reason(result.dropped) if not result.cards else None
         store_chunk_cards(self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key)
         return result, why
+
+    def _measured(self, job: _Job) -> list[Emit]:
+        """The LLM calls made for the chunk, for analytics (llm.calls)."""
+        ev = job.ev
+        return [
+            Send(
+                topics.LLM_CALLS,
+                LLMCallMeasured(
+                    **ev.ids(),
+                    chunk_index=ev.chunk_index,
+                    round=ev.attempt,
+                    attempt=call.attempt,
+                    model=job.model,
+                    prompt_version=job.version,
+                    latency_ms=round(call.latency_s * 1000),
+                    prompt_tokens=call.completion.prompt_tokens if call.completion else 0,
+                    completion_tokens=call.completion.completion_tokens if call.completion else 0,
+                    outcome=call.outcome,
+                    error=call.error,
+                ),
+            )
+            for call in job.calls
+        ]
 
     def _retry_later(self, job: _Job, exc: RetryableError) -> list[Emit]:
         ev = job.ev

@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 
 from api import problems
+from api.routes import analytics as analytics_routes
 from api.routes import decks, documents, events, health
+from services.analytics.service import Analytics
 from services.bootstrap import build_api
 from services.events.progress_feed import ProgressFeed
 from services.events.publisher import EventPublisher
@@ -31,16 +33,19 @@ def create_app(
     *,
     publisher: EventPublisher | None = None,
     feed: ProgressFeed | None = None,
+    analytics: Analytics | None = None,
 ) -> FastAPI:
-    """The app; tests may pass a publisher and feed (their start/stop are still called)."""
+    """The app; tests may pass a publisher, feed and analytics (their start/stop are still called)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        parts = build_api(settings, publisher=publisher, feed=feed)
+        parts = build_api(settings, publisher=publisher, feed=feed, analytics=analytics)
         await parts.publisher.start()
         try:
             await parts.feed.start()
+            if parts.analytics is not None:  # with chDB, this process owns the database
+                await parts.analytics.start()
             async with httpx.AsyncClient(limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S)) as http:
                 app.state.http = http
                 app.state.deckstream = parts
@@ -50,6 +55,8 @@ def create_app(
                 log.info("api ready", documents=len(parts.views.docs))
                 yield
         finally:
+            if parts.analytics is not None:
+                await parts.analytics.stop()
             await parts.feed.stop()
             await parts.publisher.stop()
 
@@ -60,7 +67,7 @@ def create_app(
         description="Turn course material into cited flashcard decks.",
     )
     problems.install(app)
-    for router in (health.router, documents.router, events.router, decks.router):
+    for router in (health.router, documents.router, events.router, decks.router, analytics_routes.router):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

@@ -58,7 +58,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DeckstreamError)
     async def _domain(request: Request, exc: DeckstreamError) -> JSONResponse:
-        return problem(request, 503 if exc.code == "retryable" else 500, exc.reason, exc.code)
+        status = getattr(exc, "http_status", None) or (503 if exc.code == "retryable" else 500)
+        return problem(request, status, exc.reason, exc.code)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -27,10 +27,13 @@ console = Console(stderr=True)
 
 
 def _mount() -> None:
-    from deckstream import extract_cli, kafka_cli, llm_cli, replay_cli
+    from deckstream import analytics_cli, extract_cli, kafka_cli, llm_cli, replay_cli
 
     app.add_typer(kafka_cli.app, name="kafka", help="Run the local single-node Kafka broker.")
     app.add_typer(llm_cli.app, name="llm", help="Run the local llama.cpp server or the LLM simulator.")
+    app.add_typer(
+        analytics_cli.app, name="analytics", help="Query the analytics tables, or rebuild them from Kafka."
+    )
     extract_cli.register(app)
     replay_cli.register(app)
 

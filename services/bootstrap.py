@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from services.analytics.service import Analytics
 from services.documents.settled import SettledDocuments
 from services.documents.views import DocumentViews
 from services.events import topics
@@ -106,6 +107,7 @@ class ApiParts:
     feed: ProgressFeed
     views: DocumentViews
     upload: AcceptUpload
+    analytics: Analytics | None = None  # the sink and the store's owner (DECKSTREAM_CLICKHOUSE_ENABLED)
 
 
 def _dead_letter_to(publisher: EventPublisher) -> Callable[[RecordRejected], Awaitable[None]]:
@@ -116,13 +118,20 @@ def _dead_letter_to(publisher: EventPublisher) -> Callable[[RecordRejected], Awa
 
 
 def build_api(
-    settings: Settings, *, publisher: EventPublisher | None = None, feed: ProgressFeed | None = None
+    settings: Settings,
+    *,
+    publisher: EventPublisher | None = None,
+    feed: ProgressFeed | None = None,
+    analytics: Analytics | None = None,
 ) -> ApiParts:
-    """Tests may pass their own publisher and feed (their start and stop are still called)."""
+    """Tests may pass their own publisher, feed and analytics (their start and stop are still
+    called); with a publisher and a feed of their own and no analytics, there are none."""
     if publisher is None or feed is None:
         bootstrap = kafka_bootstrap(settings)
         publisher = publisher or KafkaPublisher(bootstrap)
         feed = feed or ProgressFeed(bootstrap, reject=_dead_letter_to(publisher))
+        if analytics is None and settings.clickhouse.enabled:
+            analytics = Analytics(settings.clickhouse, settings.chdb_dir, bootstrap)
     blobs = blob_store(settings)
     return ApiParts(
         settings=settings,
@@ -132,4 +141,5 @@ def build_api(
         feed=feed,
         views=feed.views,
         upload=AcceptUpload(settings=settings, blobs=blobs, publisher=publisher, views=feed.views),
+        analytics=analytics,
     )

@@ -1,0 +1,1 @@
+"""ClickHouse DDL, applied in order by services.analytics.store (one version per file)."""

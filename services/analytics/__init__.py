@@ -1,0 +1,1 @@
+"""Analytics: pipeline events into ClickHouse tables (chDB by default), queried by dashboards."""

@@ -289,3 +289,27 @@ async def test_the_card_writer_reports_every_llm_call() -> None:
     assert [c.attempt for c in calls] == [1, 2, 3] and calls[0].completion is None
     assert calls[2].completion is not None and calls[2].completion.completion_tokens == 40
     assert all(c.latency_s >= 0 for c in calls) and calls[0].error == "LLM answered HTTP 503"
+
+
+def test_the_grafana_provisioning_and_dashboards_agree() -> None:
+    import json
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    sources = yaml.safe_load(
+        (root / "infra/grafana/provisioning/datasources/deckstream-clickhouse.yaml").read_text()
+    )
+    (source,) = sources["datasources"]
+    assert source["type"] == "grafana-clickhouse-datasource"
+    for path in (root / "dashboards").glob("*.json"):
+        dashboard = json.loads(path.read_text())
+        assert {v["name"] for v in dashboard["templating"]["list"]} == {"database"}
+        for panel in dashboard["panels"]:
+            (target,) = panel["targets"]
+            assert panel["datasource"]["uid"] == target["datasource"]["uid"] == source["uid"]
+            assert target["editorType"] == "sql" and target["rawSql"].startswith("SELECT")
+            timeseries = panel["deckstream"]["kind"] == "timeseries"
+            assert (target["format"], target["queryType"]) == (
+                (0, "timeseries") if timeseries else (1, "table")
+            )

@@ -89,11 +89,12 @@ def start_sim(cfg: SimConfig) -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def sim_stack(cfg: SimConfig) -> Iterator[BenchStack]:
-    """A broker, `deckstream llm sim` shaped by cfg, a worker and the API."""
+def sim_stack(cfg: SimConfig, *, analytics: bool = True) -> Iterator[BenchStack]:
+    """A broker, `deckstream llm sim` shaped by cfg, a worker and the API (with its analytics
+    sink unless `analytics` is False)."""
     sim, sim_url = start_sim(cfg)
     try:
-        with llm_stack(sim_url, "deckstream-sim", cfg.capacity, profile="chat") as run:
+        with llm_stack(sim_url, "deckstream-sim", cfg.capacity, profile="chat", analytics=analytics) as run:
             run.pids["simulator"] = sim.pid
             yield run
     finally:
@@ -101,7 +102,9 @@ def sim_stack(cfg: SimConfig) -> Iterator[BenchStack]:
 
 
 @contextmanager
-def llm_stack(url: str, model: str, capacity: int, profile: str = "auto") -> Iterator[BenchStack]:
+def llm_stack(
+    url: str, model: str, capacity: int, profile: str = "auto", *, analytics: bool = True
+) -> Iterator[BenchStack]:
     """A broker, a worker and the API using the LLM server at url with `capacity` in flight."""
     home = Path(tempfile.mkdtemp(prefix="bench-"))
     broker = start_broker(home, heap="512m")
@@ -114,6 +117,7 @@ def llm_stack(url: str, model: str, capacity: int, profile: str = "auto") -> Ite
                 "kafka": {"bootstrap": broker.bootstrap, "partitions": 4},
                 "llm": {"url": url, "model": model, "profile": profile, "max_in_flight": capacity},
                 "api": {"port": 0, "token": TOKEN},
+                "clickhouse": {"enabled": analytics},
             }
         )
         stack = start_stack(settings, api=True)

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 
 from api import problems
 from api.routes import analytics as analytics_routes
-from api.routes import decks, documents, events, health
+from api.routes import decks, documents, events, health, metrics
 from services.analytics.service import Analytics
 from services.bootstrap import build_api
 from services.events.progress_feed import ProgressFeed
@@ -67,7 +67,14 @@ def create_app(
         description="Turn course material into cited flashcard decks.",
     )
     problems.install(app)
-    for router in (health.router, documents.router, events.router, decks.router, analytics_routes.router):
+    for router in (
+        health.router,
+        metrics.router,
+        documents.router,
+        events.router,
+        decks.router,
+        analytics_routes.router,
+    ):
         app.include_router(router)
 
     @app.get("/", include_in_schema=False)

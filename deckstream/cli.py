@@ -65,6 +65,8 @@ def up(
         s = stack.settings
         console.print(f"[bold green]deckstream is up[/] at [bold]http://{s.api.host}:{s.api.port}[/]")
         console.print(f"API token: [bold]{token}[/]   (also in {s.home / 'api-token'})")
+        metrics = ", ".join(stack.worker_metrics.values())
+        console.print(f"Metrics: http://{s.api.host}:{s.api.port}/metrics (API), {metrics} (worker)")
         console.print(f"Kafka: {s.kafka.bootstrap}   LLM: {s.llm.url} ({s.llm.model})   logs: {stack.logs}")
         console.print(
             f'Try: curl -H "Authorization: Bearer {token}" -F file=@book.pdf '

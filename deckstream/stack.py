@@ -51,12 +51,13 @@ class Stack:
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)  # by name ("worker", "worker-2", "api")
     api_url: str | None = None
+    worker_metrics: dict[str, str] = field(default_factory=dict)  # each worker's /metrics URL, by name
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def spawn(self, name: str, *args: str, settings: Settings | None = None) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "deckstream", *args, "--parent", str(os.getpid())],
-            env=settings_env(self.settings),
+            env=settings_env(settings or self.settings),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -108,7 +109,12 @@ def start_llm_for(stack: Stack) -> None:
 def start_worker_for(stack: Stack, timeout_s: float = 180.0) -> subprocess.Popen[bytes]:
     log = stack.logs / "worker.log"
     offset = log.stat().st_size if log.exists() else 0  # a restarted worker appends to the same log
-    proc = stack.spawn("worker", "worker")
+    # Its /metrics: on DECKSTREAM_WORKER_METRICS_PORT if set (the first worker), else a free port.
+    own = stack.settings.model_copy(deep=True)
+    if own.worker.metrics_port is None or stack.worker_metrics:
+        own.worker.metrics_port = free_port()
+    proc = stack.spawn("worker", "worker", settings=own)
+    name = next(n for n, pid in stack.pids.items() if pid == proc.pid)
 
     def ready() -> bool:
         if proc.poll() is not None:
@@ -118,6 +124,7 @@ def start_worker_for(stack: Stack, timeout_s: float = 180.0) -> subprocess.Popen
             return WORKER_READY in f.read()
 
     wait_until(ready, timeout_s, interval=0.2, what="the Faust worker to report Ready")
+    stack.worker_metrics[name] = f"http://{own.worker.metrics_host}:{own.worker.metrics_port}/metrics"
     return proc
 
 

@@ -127,6 +127,13 @@ class ClickHouseSettings(BaseModel):
     flush_s: float = Field(1.0, gt=0, description="longest a consumed event waits for its insert")
 
 
+class WorkerSettings(BaseModel):
+    metrics_port: int | None = Field(
+        None, ge=1, le=65535, description="serve the worker's Prometheus /metrics here; None: not served"
+    )
+    metrics_host: str = Field("127.0.0.1", description="the address the worker's /metrics binds")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="DECKSTREAM_",
@@ -146,6 +153,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     @property
     def blob_dir(self) -> Path:

@@ -81,7 +81,7 @@ def build_app(settings: Settings) -> tuple[faust.App, WorkerLifecycle]:
         made.maxsize = maxsize
         return made
 
-    life = WorkerLifecycle(parts)
+    life = WorkerLifecycle(parts, app=app)  # the app: its consumer's lag on the worker's /metrics
     # One consumer feeds every agent: when a channel is full the whole consumer waits. The bulk
     # lane gets a deep buffer so a book's backlog never holds back the interactive lane's chunks.
     uploads = topic(topics.UPLOADED)

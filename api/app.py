@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse
 
 from api import problems
 from api.routes import analytics as analytics_routes
-from api.routes import decks, documents, events, health, metrics
+from api.routes import analytics_page, decks, documents, events, health, metrics
 from services.analytics.service import Analytics
 from services.bootstrap import build_api
 from services.events.progress_feed import ProgressFeed
@@ -74,6 +74,7 @@ def create_app(
         events.router,
         decks.router,
         analytics_routes.router,
+        analytics_page.router,
     ):
         app.include_router(router)
 

@@ -8,7 +8,8 @@ tests/unit/test_pinned_internals.py fails when the installed versions differ fro
 - the worker's transport (`deckstream-kafka://`): a 50 ms fetch wait (0001), no fetch of an
   empty partition set (0002), a seek back for partitions never committed (0003), stream
   partitions resumed only after the rebalance (0004), no commit past a record in flight (0005),
-  a signal to hand unstarted work back when the flow stops (0006), inline delivery (0007);
+  a signal to hand unstarted work back when the flow stops (0006), inline delivery (0007), an
+  idempotent producer (0013);
 - the app: a started producer returned at once (0008); stream iterators that give way every
   2 ms (0009). Settings and topic buffers (0010, 0012) are in streams/app.py, the tracker's
   table keys (0011) in streams/agents/track.py.
@@ -352,8 +353,19 @@ def streams_yield_less() -> None:
     cython_streams.sleep = _sleep_now_and_then
 
 
+class _Producer(faust_aiokafka.Producer):
+    def _settings_extra(self) -> Mapping[str, Any]:
+        """An idempotent producer always, not only in a transaction: a send retried after a lost
+        acknowledgement (a broker killed, a leader moved) is not written twice.
+
+        Decision: docs/decisions/0013-an-idempotent-producer.md
+        """
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
 class Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 drivers.TRANSPORTS.aliases[SCHEME] = f"{__name__}:Transport"

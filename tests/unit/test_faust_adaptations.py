@@ -341,3 +341,13 @@ async def test_work_waiting_on_the_flow_learns_when_it_stops_and_again_after_it_
     stopped_before_asked: Any = _Consumer.__new__(_Consumer)
     stopped_before_asked.flow_active = False
     assert stopped_before_asked.flow_stopped.done()
+
+
+async def test_the_workers_producer_is_idempotent(tmp_path: Any) -> None:
+    """0013: Faust sets enable_idempotence only in transactions; the worker's always has it."""
+    settings = Settings.model_validate({"home": tmp_path, "kafka": {"bootstrap": "127.0.0.1:9"}})
+    app, _ = build_app(settings)
+    assert not app.in_transaction
+    producer = app.producer._new_producer()  # the aiokafka producer Faust would start (not started)
+    assert producer._txn_manager is not None  # aiokafka makes one only for an idempotent producer
+    await producer.stop()

@@ -25,7 +25,8 @@ from typing import Any
 
 from bench.harness import BOOK, run_document, sim_stack
 from bench.pipeline import SIM
-from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
+from infra.kafka.admin import ensure_topics
+from infra.kafka.launcher import start_broker, stop_broker
 from services.analytics.rows import Row, rows_of
 from services.analytics.sink import AnalyticsSink
 from services.analytics.store import AnalyticsStore

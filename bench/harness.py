@@ -24,7 +24,8 @@ import httpx
 from deckstream.client import DeckstreamClient
 from deckstream.corpus import CORPUS
 from deckstream.stack import Stack, start_stack
-from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
+from infra.kafka.admin import ensure_topics
+from infra.kafka.launcher import start_broker, stop_broker
 from infra.llm.sim import SimConfig
 from infra.process import die_with_parent, free_port, terminate, wait_until
 from services.events import topics

@@ -118,7 +118,7 @@ def rebuild(
 
 
 async def _rebuild_directly(settings: Settings, force: bool) -> dict[str, Any]:
-    from infra.kafka.launcher import broker_status
+    from infra.kafka.cluster import broker_status
     from services.analytics.rebuild import rebuild as run
     from services.analytics.store import AnalyticsStore
 

@@ -154,7 +154,7 @@ def gc(
     """
     import asyncio
 
-    from infra.kafka.launcher import broker_status
+    from infra.kafka.cluster import broker_status
     from services.events.log_reader import read_topic
     from services.events.models import DocumentUploaded
     from services.events.topics import UPLOADED

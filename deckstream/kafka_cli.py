@@ -19,25 +19,20 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from infra.kafka.admin import ensure_topics, replication_for
+from infra.kafka.cluster import Cluster, broker_status, read_cluster_state, start_cluster, stop_cluster
+from infra.kafka.jars import resolve_jars
 from infra.kafka.launcher import (
     Broker,
-    Cluster,
-    broker_status,
     clear_state,
     data_dir,
-    ensure_topics,
     is_broker_process,
     kafka_dir,
     prune_stale_runs,
-    read_cluster_state,
     read_state,
-    replication_for,
     reset_data,
-    resolve_jars,
     start_broker,
-    start_cluster,
     stop_broker,
-    stop_cluster,
     write_state,
 )
 from infra.process import pid_alive, raise_keyboard_interrupt, wait_until

@@ -44,7 +44,7 @@ def _fail(message: str) -> typer.Exit:
 
 
 def _bootstrap(settings: Settings) -> str:
-    from infra.kafka.launcher import broker_status
+    from infra.kafka.cluster import broker_status
 
     running = broker_status(settings.home)
     bootstrap = settings.kafka.bootstrap or (running or {}).get("bootstrap")

@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 from pydantic import SecretStr
 
-from infra.kafka.launcher import Broker, ensure_topics, start_broker, stop_broker
+from infra.kafka.admin import ensure_topics
+from infra.kafka.launcher import Broker, start_broker, stop_broker
 from infra.process import die_with_parent, free_port, terminate, wait_until
 from services.events import topics
 from services.settings import Settings

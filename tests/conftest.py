@@ -50,7 +50,8 @@ def test_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(test_home: Path) -> Iterator[str]:
     """A real single-node Kafka broker with every pipeline topic, for the whole run."""
-    from infra.kafka.launcher import ensure_topics, start_broker, stop_broker
+    from infra.kafka.admin import ensure_topics
+    from infra.kafka.launcher import start_broker, stop_broker
     from services.events import topics
 
     broker = start_broker(test_home, heap="512m", timeout_s=180)

@@ -1,33 +1,7 @@
-"""A single-node Apache Kafka 4.x broker (KRaft) run from Maven Central jars as a Java process."""
+"""Apache Kafka 4.x (KRaft) run from Maven Central jars as local Java processes, without Docker.
 
-from infra.kafka.launcher import (
-    Broker,
-    broker_status,
-    clear_state,
-    ensure_topics,
-    is_broker_process,
-    kafka_dir,
-    prune_stale_runs,
-    read_state,
-    resolve_jars,
-    start_broker,
-    state_path,
-    stop_broker,
-    write_state,
-)
-
-__all__ = [
-    "Broker",
-    "broker_status",
-    "clear_state",
-    "ensure_topics",
-    "is_broker_process",
-    "kafka_dir",
-    "prune_stale_runs",
-    "read_state",
-    "resolve_jars",
-    "start_broker",
-    "state_path",
-    "stop_broker",
-    "write_state",
-]
+jars.py      resolve_jars: the jars, through Maven (cached in ~/.m2)
+launcher.py  one broker: its kept data under the home, start, stop, the state file
+cluster.py   several nodes on loopback (`deckstream kafka up --brokers 3`), broker_status
+admin.py     topics: created from their specs, configs aligned, replicas by cluster size
+"""

@@ -1,33 +1,24 @@
-"""Start, check and stop a local Apache Kafka 4.x broker, or a cluster of them (KRaft), without Docker.
+"""Start, check and stop a local Apache Kafka 4.x broker (KRaft), without Docker.
 
-The broker is the Apache Kafka jars from Maven Central (``pom.xml`` next to this file), run
-as a local Java 17 process in combined broker + controller mode:
+The broker is the Apache Kafka jars from Maven Central (``infra.kafka.jars``), run as a local
+Java 17 process in combined broker + controller mode:
 
-* ``resolve_jars`` copies the runtime jars into ``lib_dir`` through Maven; Maven's own cache
-  (``~/.m2``) makes every resolution after the first one fast.
 * ``start_broker`` keeps the broker's data in ``home/kafka/data/``, formatted once for the
   cluster id kept in ``home/kafka/cluster.json`` (with deckstream's layout version): the log
   outlives the process, and a home another layout or cluster wrote is refused, never wiped.
   Each start writes its properties and log to a ``run-*`` directory, starts ``kafka.Kafka`` and
   waits until it really serves. ``reset_data`` wipes the data on purpose.
-* ``start_cluster`` starts several such nodes on loopback (``deckstream kafka up --brokers 3``),
-  a static quorum of them all, each node's data in ``home/kafka/data/node-<id>/``;
-  ``cluster.json`` records the node count, and a home is never started with another.
-  ``replication_for`` turns the cluster size into the replicas and in-sync replicas that
-  the brokers' defaults and ``ensure_topics`` use.
-* ``ensure_topics`` creates the pipeline topics explicitly (the broker never auto-creates).
 * ``home/kafka/broker.json`` lets ``deckstream kafka status|down`` find a broker or cluster
   started by ``deckstream kafka up`` in another shell.
+
+Several nodes: ``infra.kafka.cluster``; topics: ``infra.kafka.admin``.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
-import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -35,40 +26,27 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # exported, not declared so
-    AdminClient,
-    AlterConfigOpType,
-    ConfigEntry,
-    ConfigResource,
-    ResourceType,
-)
 
-# NewTopic's stub lives in cimpl; confluent_kafka.admin re-exports it without declaring so.
-from confluent_kafka.cimpl import NewTopic
-
+from infra.kafka.admin import _admin, _admin_answers
+from infra.kafka.jars import _tail, resolve_jars
 from infra.process import (
     die_with_parent,
     free_port,
     pid_alive,
-    port_open,
     terminate,
     terminate_pid,
     wait_until,
 )
 from services.errors import BrokerHomeMismatch
-from services.events.topics import TopicSpec
 
 HERE = Path(__file__).resolve().parent
-POM = HERE / "pom.xml"
 LOG4J2_CONFIG = HERE / "log4j2.properties"
 SERVER_TEMPLATE = HERE / "server.properties.tmpl"
 
@@ -78,14 +56,8 @@ STATE_FILE = "broker.json"
 CLUSTER_FILE = "cluster.json"
 LAYOUT = 2  # 1: a fresh log in each run-* directory (nothing kept); 2: data/ kept, cluster.json
 LOOPBACK = "127.0.0.1"
-_STAMP = ".resolved.json"
-_MVN_GOAL = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies"
-_LOG_TAIL_LINES = 60
 
 log = structlog.get_logger(__name__)
-# librdkafka's own log lines (connection refused while the broker boots, ...) go to logging,
-# not straight to stderr.
-_rdkafka_log = logging.getLogger("deckstream.kafka.rdkafka")
 
 
 @dataclass
@@ -221,6 +193,8 @@ def reset_data(home: Path) -> list[Path]:
 
     Refuses while a broker of this home runs. Returns what was removed.
     """
+    from infra.kafka.cluster import broker_status  # it knows clusters, which start brokers: imported here
+
     live = _live_properties_files()
     running = [p for p in live or () if p.parent.parent == kafka_dir(home)]
     if running or broker_status(home) is not None:
@@ -236,79 +210,6 @@ def reset_data(home: Path) -> list[Path]:
             path.unlink()
             removed.append(path)
     return removed
-
-
-# --- jars --------------------------------------------------------------------------------
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _resolved(lib_dir: Path, pom_sha: str) -> bool:
-    try:
-        stamp = json.loads((lib_dir / _STAMP).read_text())
-    except (OSError, ValueError):
-        return False
-    jars = stamp.get("jars") or []
-    return stamp.get("pom_sha256") == pom_sha and bool(jars) and all((lib_dir / j).is_file() for j in jars)
-
-
-@contextlib.contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    """An exclusive lock between processes (parallel test workers, two shells)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _tail(text: str, lines: int = _LOG_TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def resolve_jars(lib_dir: Path) -> Path:
-    """Make ``lib_dir`` hold the broker's runtime jars; a no-op when they match ``pom.xml``.
-
-    A stamp file records the pom's sha256 and the jar names, so a changed pom or a missing
-    jar triggers a new resolution. Jars are resolved into a sibling directory and swapped in,
-    so a broker already running from ``lib_dir`` keeps its files.
-    """
-    pom_sha = _sha256(POM)
-    if _resolved(lib_dir, pom_sha):
-        return lib_dir
-    with _locked(lib_dir.parent / f".{lib_dir.name}.lock"):
-        if _resolved(lib_dir, pom_sha):  # another process resolved while we waited
-            return lib_dir
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise RuntimeError("Maven (`mvn`) is not on PATH; it fetches the Kafka jars from Maven Central")
-        started = time.monotonic()
-        staging = Path(tempfile.mkdtemp(prefix=f".{lib_dir.name}-", dir=lib_dir.parent))
-        try:
-            cmd = [mvn, "-B", "-q", "-f", str(POM), _MVN_GOAL, "-DincludeScope=runtime"]
-            cmd.append(f"-DoutputDirectory={staging}")
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=900, check=False)
-            if done.returncode != 0:
-                output = _tail(done.stdout + done.stderr)
-                raise RuntimeError(f"resolving the Kafka jars failed (mvn exit {done.returncode}):\n{output}")
-            jars = sorted(p.name for p in staging.glob("*.jar"))
-            if not any(j.startswith("kafka_2.13-") for j in jars):
-                raise RuntimeError(f"Maven resolved no kafka_2.13 jar into {staging}: {jars}")
-            stamp = {"pom_sha256": pom_sha, "jars": jars}
-            (staging / _STAMP).write_text(json.dumps(stamp, indent=2))
-            old = lib_dir.with_name(f".{lib_dir.name}-old-{os.getpid()}")
-            if lib_dir.exists():
-                lib_dir.rename(old)
-            staging.rename(lib_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        log.info("kafka.jars_resolved", lib_dir=str(lib_dir), jars=len(jars), seconds=_since(started))
-    return lib_dir
 
 
 # --- broker ------------------------------------------------------------------------------
@@ -347,18 +248,6 @@ def _cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
             return cid
-
-
-def _admin(bootstrap: str) -> AdminClient:
-    return AdminClient({"bootstrap.servers": bootstrap}, logger=_rdkafka_log)
-
-
-def _admin_answers(admin: AdminClient) -> bool:
-    try:
-        admin.list_topics(timeout=2.0)
-    except KafkaException:
-        return False
-    return True
 
 
 def _log_tail(path: Path) -> str:
@@ -586,328 +475,13 @@ def prune_stale_runs(home: Path, min_age_s: float = 300.0) -> list[Path]:
     return removed
 
 
-# --- clusters ----------------------------------------------------------------------------
-
-# A killed node stays in every partition's ISR until the controller fences it, when its
-# session expires, and an acks=all write waits for the whole ISR: with Kafka's 9 s session
-# every partition stalled 9-12 s after a kill, with 3 s (heartbeats every 0.5 s) 3-5 s
-# (docs/reliability.md). Loopback loses no heartbeat, so the short session fences no live node.
-SESSION_SETTINGS = {"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "500"}
-
-
-def replication_for(nodes: int) -> int:
-    """Copies of each topic on a cluster of ``nodes`` brokers: one per node, up to three."""
-    return min(nodes, 3)
-
-
-def min_insync_for(replicas: int) -> int:
-    """Copies an acks=all write waits for: a majority, so an acknowledged write outlives any
-    one node, and one node down blocks no write (3 copies: 2)."""
-    return replicas // 2 + 1
-
-
-def topic_replication_config(replicas: int) -> dict[str, str]:
-    """The per-topic ``min.insync.replicas`` of a topic with ``replicas`` copies, so the topic
-    keeps its guarantee on a cluster whose broker default differs. One copy: the default (1)."""
-    return {"min.insync.replicas": str(min_insync_for(replicas))} if replicas > 1 else {}
-
-
-@dataclass(frozen=True)
-class NodePorts:
-    """A cluster node's id and its loopback ports: clients on ``client``, the quorum on
-    ``controller``."""
-
-    node_id: int
-    client: int
-    controller: int
-
-
-def cluster_settings(node: NodePorts, voters: list[NodePorts]) -> dict[str, str]:
-    """What a node of a cluster of ``voters`` sets instead of the single-node template's values."""
-    copies = replication_for(len(voters))
-    replicas, in_sync = str(copies), str(min_insync_for(copies))
-    return {
-        "node.id": str(node.node_id),
-        # A static quorum: every node votes, and format needs no --initial-controllers.
-        "controller.quorum.voters": ",".join(f"{v.node_id}@{LOOPBACK}:{v.controller}" for v in voters),
-        "default.replication.factor": replicas,
-        "min.insync.replicas": in_sync,
-        "offsets.topic.replication.factor": replicas,
-        "transaction.state.log.replication.factor": replicas,
-        "transaction.state.log.min.isr": in_sync,
-        "share.coordinator.state.topic.replication.factor": replicas,
-        "share.coordinator.state.topic.min.isr": in_sync,
-        **SESSION_SETTINGS,
-    }
-
-
-def node_properties(node: NodePorts, voters: list[NodePorts], log_dirs: Path) -> str:
-    """A cluster node's ``server.properties``: the single-node template, then the cluster's
-    values (in a properties file the last value of a key wins)."""
-    settings = "\n".join(f"{key}={value}" for key, value in cluster_settings(node, voters).items())
-    head = f"\n# Node {node.node_id} of {len(voters)}: these replace the single-node values above.\n"
-    return _render_properties(node.client, node.controller, log_dirs) + head + settings + "\n"
-
-
-def _node_ports(nodes: int, first_port: int | None) -> list[NodePorts]:
-    """Distinct loopback ports: clients on ``first_port`` and the ports after it (default: free
-    ones), each node's quorum listener on a free one."""
-    clients = list(range(first_port, first_port + nodes)) if first_port is not None else []
-    taken = set(clients)
-
-    def fresh() -> int:
-        port = free_port()
-        while port in taken:
-            port = free_port()
-        taken.add(port)
-        return port
-
-    clients = clients or [fresh() for _ in range(nodes)]
-    return [NodePorts(n, client, fresh()) for n, client in enumerate(clients, 1)]
-
-
-@dataclass
-class Cluster:
-    """A running local cluster: its nodes (each broker and controller) in node-id order.
-
-    The ports stay for the cluster's life, so a restarted node rejoins where its peers expect it.
-    """
-
-    home: Path
-    heap: str
-    ports: list[NodePorts]
-    nodes: list[Broker] = field(default_factory=list)
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(node.bootstrap for node in self.nodes)
-
-    def node(self, node_id: int) -> Broker:
-        return self.nodes[node_id - 1]
-
-    def log_dir(self, node_id: int) -> Path:
-        return node_data_dir(self.home, node_id, len(self.ports))
-
-    def restart(
-        self, node_id: int, *, timeout_s: float = 120.0, die_with_parent_process: bool = True
-    ) -> Broker:
-        """Start node ``node_id`` again (after a kill or a stop) on its data and its ports; returns
-        once it serves. A node killed less than a broker session ago first waits for that session
-        to expire (its peers refuse a second registration until then)."""
-        stop_broker(self.node(node_id))  # reaps a killed node, removes its run directory
-        node = self.ports[node_id - 1]
-        jvm = _jvm(resolve_jars(kafka_dir(self.home) / "lib"), self.heap)
-        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=kafka_dir(self.home)))
-        launched: list[Broker] = []
-        with _started_or_abandoned(f"Kafka node {node_id}", [run_dir], launched):
-            props = _write_node_properties(run_dir, node, self.ports, self.log_dir(node_id))
-            launched.append(broker := _launch(jvm, props, node.client, die_with_parent_process))
-            assert broker.process is not None
-            _wait_ready(broker, broker.process, time.monotonic() + timeout_s)
-        self.nodes[node_id - 1] = broker
-        log.info("kafka.node_restarted", node_id=node_id, bootstrap=broker.bootstrap, pid=broker.pid)
-        return broker
-
-    def to_state(self) -> dict[str, Any]:
-        nodes = zip(self.ports, self.nodes, strict=True)
-        return {
-            "bootstrap": self.bootstrap,
-            "heap": self.heap,
-            "nodes": [
-                {"node_id": p.node_id, "controller_port": p.controller, **n.to_state()} for p, n in nodes
-            ],
-        }
-
-
-def _write_node_properties(run_dir: Path, node: NodePorts, voters: list[NodePorts], log_dirs: Path) -> Path:
-    props = run_dir / "server.properties"
-    props.write_text(node_properties(node, voters, log_dirs))
-    return props
-
-
-def _format_nodes(jvm: list[str], todo: list[Path], cluster: str, timeout_s: float) -> None:
-    """Format the log directories of the nodes whose properties are ``todo``, side by side (each
-    is a JVM start)."""
-    with ThreadPoolExecutor(max(len(todo), 1)) as pool:
-        list(pool.map(lambda props: _format_storage(jvm, props, cluster, timeout_s), todo))
-
-
-def _wait_registered(cluster: Cluster, deadline: float) -> None:
-    """Every node's broker in the metadata: topics with a copy on each can be created."""
-    admin = _admin(cluster.bootstrap)
-
-    def registered() -> bool:
-        try:
-            return len(admin.list_topics(timeout=2.0).brokers) == len(cluster.nodes)
-        except KafkaException:
-            return False
-
-    wait_until(
-        registered,
-        max(deadline - time.monotonic(), 0.5),
-        interval=0.2,
-        what=f"{len(cluster.nodes)} brokers in the metadata of {cluster.bootstrap}",
-    )
-
-
-def start_cluster(
-    home: Path,
-    *,
-    brokers: int = 3,
-    heap: str = "512m",
-    timeout_s: float = 120.0,
-    port: int | None = None,
-    die_with_parent_process: bool = True,
-) -> Cluster:
-    """Start ``brokers`` nodes on loopback, each broker and controller of one static quorum, on
-    the data kept in ``home/kafka/data/node-<id>/`` (formatted on first use).
-
-    Every node is launched before any is waited for (electing a leader takes a majority).
-    Returns once each node serves and every broker is registered. Ports are new at each start
-    (``port`` fixes the first client port, the next nodes take the ports after it): a static
-    quorum's voters are configuration, not kept data, so the same data starts on new ports.
-    Raises BrokerHomeMismatch, before starting anything, for data it must not use, such as a
-    single node's. Otherwise as ``start_broker``.
-    """
-    if brokers < 2:
-        raise ValueError(f"a cluster has 2 nodes or more, not {brokers}: start_broker runs one")
-    started = time.monotonic()
-    deadline = started + timeout_s
-    kafka_dir(home).mkdir(parents=True, exist_ok=True)
-    cluster_uuid = cluster_id(home, nodes=brokers)
-    jvm = _jvm(resolve_jars(kafka_dir(home) / "lib"), heap)
-    cluster = Cluster(home, heap, _node_ports(brokers, port))
-    run_dirs: list[Path] = []
-    with _started_or_abandoned("the Kafka cluster", run_dirs, cluster.nodes):
-        props: list[Path] = []
-        for node in cluster.ports:
-            run_dirs.append(Path(tempfile.mkdtemp(prefix="run-", dir=kafka_dir(home))))
-            props.append(
-                _write_node_properties(run_dirs[-1], node, cluster.ports, cluster.log_dir(node.node_id))
-            )
-        todo = [
-            p for p, n in zip(props, cluster.ports, strict=True) if not _formatted(cluster.log_dir(n.node_id))
-        ]
-        _format_nodes(jvm, todo, cluster_uuid, timeout_s)
-        for node, node_props in zip(cluster.ports, props, strict=True):
-            cluster.nodes.append(_launch(jvm, node_props, node.client, die_with_parent_process))
-        for broker in cluster.nodes:
-            assert broker.process is not None
-            _wait_ready(broker, broker.process, deadline)
-        _wait_registered(cluster, deadline)
-    pids = [broker.pid for broker in cluster.nodes]
-    log.info("kafka.cluster_started", bootstrap=cluster.bootstrap, pids=pids, seconds=_since(started))
-    return cluster
-
-
-def stop_cluster(cluster: Cluster, timeout_s: float = 30.0) -> None:
-    """Stop every node at once, each as ``stop_broker`` does (one after another, each would first
-    move its partitions' leaders to the nodes still up). Also removes ``home/kafka/broker.json``
-    when it names this cluster."""
-    with ThreadPoolExecutor(len(cluster.nodes) or 1) as pool:
-        list(pool.map(lambda broker: stop_broker(broker, timeout_s), cluster.nodes))
-    found = read_cluster_state(cluster.home)
-    if found is not None and found.bootstrap == cluster.bootstrap:
-        clear_state(cluster.home)
-
-
-# --- topics ------------------------------------------------------------------------------
-
-
-def ensure_topics(
-    bootstrap: str,
-    specs: Iterable[TopicSpec],
-    partitions: int,
-    replication: int = 1,
-    timeout_s: float = 30.0,
-) -> None:
-    """Create ``specs`` (idempotent) and wait until every one has ``partitions`` led partitions.
-
-    Each topic has ``replication`` copies and, with more than one, the ``min.insync.replicas``
-    that goes with them (``topic_replication_config``). A topic that already exists gets its
-    spec's configs (a new retention or cleanup policy reaches a cluster made by an older
-    deckstream). One with another partition count is an error: Kafka cannot shrink it, and
-    growing it silently would move keys between partitions. One with another replica count is
-    an error too: the settings do not match the cluster.
-    """
-    specs = list(specs)
-    admin = _admin(bootstrap)
-    configs = {s.name: {**s.config, **topic_replication_config(replication)} for s in specs}
-    new = [
-        NewTopic(s.name, num_partitions=partitions, replication_factor=replication, config=configs[s.name])
-        for s in specs
-    ]
-    futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
-    created = []
-    for name, future in futures.items():
-        try:
-            future.result()
-            created.append(name)
-        except KafkaException as exc:
-            error = exc.args[0]
-            if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue
-            raise RuntimeError(f"creating topic {name!r} on {bootstrap} failed: {error}") from exc
-
-    def all_ready() -> bool:
-        try:
-            metadata = admin.list_topics(timeout=5.0)
-        except KafkaException:
-            return False
-        for spec in specs:
-            topic = metadata.topics.get(spec.name)
-            if topic is None or topic.error is not None:
-                return False
-            if len(topic.partitions) != partitions:
-                raise RuntimeError(
-                    f"topic {spec.name!r} has {len(topic.partitions)} partitions, expected {partitions}"
-                )
-            if (copies := len(topic.partitions[0].replicas)) != replication:
-                raise RuntimeError(
-                    f"topic {spec.name!r} has {copies} replicas, expected {replication}: set the "
-                    "replication to the cluster's (DECKSTREAM_KAFKA_REPLICATION)"
-                )
-            if any(p.leader < 0 or p.error is not None for p in topic.partitions.values()):
-                return False
-        return True
-
-    wait_until(all_ready, timeout_s, interval=0.2, what=f"topics {[s.name for s in specs]} on {bootstrap}")
-    existing = {name: config for name, config in configs.items() if name not in created and config}
-    _align_configs(admin, existing, timeout_s)
-    log.info(
-        "kafka.topics_ready",
-        bootstrap=bootstrap,
-        created=created,
-        partitions=partitions,
-        replication=replication,
-    )
-
-
-def _align_configs(admin: AdminClient, configs: dict[str, dict[str, str]], timeout_s: float) -> None:
-    """Set these configs on their existing topics (the topics' other configs stay as they are)."""
-    if not configs:
-        return
-    resources = [
-        ConfigResource(
-            ResourceType.TOPIC,
-            name,
-            incremental_configs=[
-                ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
-                for key, value in config.items()
-            ],
-        )
-        for name, config in configs.items()
-    ]
-    for resource, future in admin.incremental_alter_configs(resources).items():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            raise RuntimeError(
-                f"setting the configs of topic {resource.name!r} failed: {exc.args[0]}"
-            ) from exc
-
-
 # --- state file --------------------------------------------------------------------------
+
+
+class Recorded(Protocol):
+    """A broker or a cluster, as the state file records it."""
+
+    def to_state(self) -> dict[str, Any]: ...
 
 
 def state_path(home: Path) -> Path:
@@ -930,7 +504,7 @@ def _read_state_file(path: Path) -> Broker | None:
         return None
 
 
-def write_state(home: Path, running: Broker | Cluster) -> Path:
+def write_state(home: Path, running: Recorded) -> Path:
     """Record a broker or a cluster in ``home/kafka/broker.json`` (written atomically)."""
     path = state_path(home)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -946,43 +520,5 @@ def read_state(home: Path) -> Broker | None:
     return _read_state_file(state_path(home))
 
 
-def read_cluster_state(home: Path) -> Cluster | None:
-    """The cluster recorded in ``home/kafka/broker.json``, running or not; None without one."""
-    try:
-        data = json.loads(state_path(home).read_text())
-        nodes = data["nodes"]
-        brokers = [_broker_from_state(node) for node in nodes]
-        ports = [
-            NodePorts(int(node["node_id"]), broker.port, int(node["controller_port"]))
-            for node, broker in zip(nodes, brokers, strict=True)
-        ]
-        return Cluster(home, str(data["heap"]), ports, brokers)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def clear_state(home: Path) -> None:
     state_path(home).unlink(missing_ok=True)
-
-
-def _serves(broker: Broker) -> bool:
-    return pid_alive(broker.pid) and is_broker_process(broker.pid) and port_open(broker.host, broker.port)
-
-
-def broker_status(home: Path) -> dict[str, Any] | None:
-    """The recorded broker's state if its process is alive and its port answers; the recorded
-    cluster's if a majority of its nodes do (a quorum serves), each node saying whether it
-    runs; else None."""
-    cluster = read_cluster_state(home)
-    if cluster is not None:
-        nodes = [
-            {"node_id": p.node_id, "running": _serves(n), **n.to_state()}
-            for p, n in zip(cluster.ports, cluster.nodes, strict=True)
-        ]
-        if sum(bool(node["running"]) for node in nodes) <= len(nodes) // 2:
-            return None
-        return {"running": True, "bootstrap": cluster.bootstrap, "nodes": nodes}
-    broker = read_state(home)
-    if broker is None or not _serves(broker):
-        return None
-    return {"running": True, **broker.to_state()}

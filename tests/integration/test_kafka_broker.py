@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 
+from infra.kafka.admin import ensure_topics
+from infra.kafka.cluster import broker_status
 from infra.kafka.launcher import (
     CLUSTER_FILE,
     Broker,
-    broker_status,
     data_dir,
-    ensure_topics,
     kafka_dir,
     reset_data,
     start_broker,

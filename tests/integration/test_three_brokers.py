@@ -26,14 +26,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, ResourceType
 from bench.harness import start_sim
 from deckstream.client import DeckstreamClient, SSEEvent
 from deckstream.stack import start_stack
-from infra.kafka.launcher import (
-    Cluster,
-    broker_status,
-    ensure_topics,
-    kafka_dir,
-    start_cluster,
-    stop_cluster,
-)
+from infra.kafka.admin import ensure_topics
+from infra.kafka.cluster import Cluster, broker_status, start_cluster, stop_cluster
+from infra.kafka.launcher import kafka_dir
 from infra.llm.sim import SimConfig
 from infra.process import pid_alive, terminate, wait_until
 from services.errors import BrokerHomeMismatch

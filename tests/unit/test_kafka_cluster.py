@@ -10,26 +10,26 @@ from pathlib import Path
 
 import pytest
 
-from infra.kafka.launcher import (
-    CLUSTER_FILE,
-    LAYOUT,
-    Broker,
+from infra.kafka.admin import min_insync_for, replication_for, topic_replication_config
+from infra.kafka.cluster import (
     Cluster,
     NodePorts,
     _node_ports,
     broker_status,
+    node_properties,
+    read_cluster_state,
+    start_cluster,
+)
+from infra.kafka.launcher import (
+    CLUSTER_FILE,
+    LAYOUT,
+    Broker,
     cluster_id,
     data_dir,
     kafka_dir,
-    min_insync_for,
     node_data_dir,
-    node_properties,
-    read_cluster_state,
     read_state,
-    replication_for,
     start_broker,
-    start_cluster,
-    topic_replication_config,
     write_state,
 )
 from services.errors import BrokerHomeMismatch

@@ -179,6 +179,11 @@ class _Sim:
         by_model[named] = by_model.get(named, 0) + 1
         usage = {"prompt_tokens": _tokens(json.dumps(body)), "completion_tokens": _tokens(text)}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        # As llama.cpp reports them: the prompt read (the simulated latency), then the answer.
+        timings = {
+            "prompt_ms": self.cfg.latency_s * 1000,
+            "predicted_ms": (delay - self.cfg.latency_s) * 1000,
+        }
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
         if chat:
             choice["message"] = {"role": "assistant", "content": text}
@@ -188,7 +193,7 @@ class _Sim:
         number = self.stats["served"]
         return JSONResponse(
             {"id": f"sim-{number}", "object": kind, "created": int(time.time()), "model": self.cfg.model}
-            | {"choices": [choice], "usage": usage}
+            | {"choices": [choice], "usage": usage, "timings": timings}
         )
 
 

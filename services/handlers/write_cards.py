@@ -237,6 +237,9 @@ class WriteChunkCards:
                     model=job.model,
                     prompt_version=job.version,
                     latency_ms=round(call.latency_s * 1000),
+                    ttft_ms=round(call.completion.ttft_ms)
+                    if call.completion and call.completion.ttft_ms is not None
+                    else None,
                     prompt_tokens=call.completion.prompt_tokens if call.completion else 0,
                     completion_tokens=call.completion.completion_tokens if call.completion else 0,
                     outcome=call.outcome,

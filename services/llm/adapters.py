@@ -130,12 +130,26 @@ class OpenAICompatibleClient:
                 finish_reason=choice.get("finish_reason") or "stop",
                 prompt_tokens=int(usage.get("prompt_tokens", 0)),
                 completion_tokens=int(usage.get("completion_tokens", 0)),
+                # llama.cpp reports its timings; the prompt's processing ends at the first token.
+                ttft_ms=_number((answer.get("timings") or {}).get("prompt_ms")),
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise _unexpected(answer) from exc
 
     async def aclose(self) -> None:
         """Nothing to release: the caller owns the ``httpx.AsyncClient``."""
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
+
+
+def _ollama_ttft(answer: dict[str, Any]) -> float | None:
+    """Ollama's durations are nanoseconds: loading the model, then reading the prompt."""
+    prompt = _number(answer.get("prompt_eval_duration"))
+    if prompt is None:
+        return None
+    return (prompt + (_number(answer.get("load_duration")) or 0.0)) / 1e6
 
 
 class OllamaClient:
@@ -170,6 +184,7 @@ class OllamaClient:
                 finish_reason=answer.get("done_reason") or "stop",
                 prompt_tokens=int(answer.get("prompt_eval_count", 0)),
                 completion_tokens=int(answer.get("eval_count", 0)),
+                ttft_ms=_ollama_ttft(answer),
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise _unexpected(answer) from exc

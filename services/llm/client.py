@@ -47,6 +47,7 @@ class Completion:
     finish_reason: str  # "stop", "length", ...
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    ttft_ms: float | None = None  # time to the first token, when the server reports it
 
 
 class LLMClient(Protocol):

@@ -94,6 +94,12 @@ def test_every_panel_answers_with_rows_after_a_run(client: DeckstreamClient) -> 
     row = dict(zip(quality["columns"], quality["rows"][0], strict=True))
     assert row["prompt_version"] == "cards-chat-v1" and row["cards"] > 0 and row["dropped"] > 0
     assert client.http.get("/v1/analytics/panels/nope").status_code == 404
+    # The simulator reports its timings as llama.cpp does: each call's time to the first token.
+    calls = sql(
+        client,
+        "SELECT count(), countIf(ttft_ms = 20), sum(completion_tokens) FROM deckstream.llm_calls FINAL",
+    )
+    assert calls[0][0] > 0 and calls[0][1] == calls[0][0] and calls[0][2] > 0, calls
 
 
 def test_the_sink_inserts_in_batches_and_redelivered_events_collapse(

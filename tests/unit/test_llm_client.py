@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import email.utils
 import json
 import re
@@ -107,6 +108,31 @@ async def test_ollama_completion_is_raw_generate() -> None:
     assert sent["raw"] is True and sent["prompt"] == "Text: x\nQ:"
     assert sent["options"] == {"temperature": 0.1, "num_predict": 160, "stop": ["\nText:", "\n\n"]}
     assert completion.text == " Q?\nA: a" and completion.completion_tokens == 160
+
+
+async def test_time_to_first_token_is_read_where_the_server_reports_it() -> None:
+    """llama.cpp's `timings.prompt_ms`; Ollama's load and prompt durations (ns); else None."""
+    chat = {"choices": [{"message": {"content": "{}"}}]}
+    llama = {**chat, "timings": {"prompt_ms": 41.5, "predicted_ms": 300.0}}
+    ollama = {"message": {"content": "{}"}, "load_duration": 2_000_000, "prompt_eval_duration": 38_000_000}
+    async with client_with(recording(llama, [])) as http:
+        assert (await OpenAICompatibleClient(http, "http://l", "m").generate(CHAT)).ttft_ms == 41.5
+    async with client_with(recording(chat, [])) as http:  # vLLM: not reported
+        assert (await OpenAICompatibleClient(http, "http://l", "m").generate(CHAT)).ttft_ms is None
+    async with client_with(recording(ollama, [])) as http:
+        assert (await OllamaClient(http, "http://o", "m").generate(CHAT)).ttft_ms == 40.0
+
+
+async def test_a_model_named_by_the_prompt_is_asked_for() -> None:
+    """A reprocessing may name another model than the client's."""
+    seen: list[httpx.Request] = []
+    answer = {"choices": [{"message": {"content": "{}"}}]}
+    async with client_with(recording(answer, seen)) as http:
+        await OpenAICompatibleClient(http, "http://l", "default").generate(CHAT)
+        await OpenAICompatibleClient(http, "http://l", "default").generate(
+            dataclasses.replace(CHAT, model="other")
+        )
+    assert [body(r)["model"] for r in seen] == ["default", "other"]
 
 
 async def test_a_sampling_seed_is_sent_to_both_apis() -> None:

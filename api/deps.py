@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -27,15 +28,28 @@ class Caller:
     tenant_id: str
 
 
-def get_caller(request: Request, parts: PartsDep) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+def presented_token(headers: Mapping[str, str], query: Mapping[str, str]) -> str:
+    """The bearer token a request carries (the Authorization header, else `access_token`)."""
+    scheme, _, token = headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         # EventSource cannot send headers: the web page passes the token as a query parameter.
-        token = request.query_params.get("access_token", "")
-    if not token or not secrets.compare_digest(token.encode(), parts.token.encode()):
+        token = query.get("access_token", "")
+    return token
+
+
+def authenticate(parts: ApiParts, token: str) -> Caller | None:
+    """The caller a token names, or None. The one place credentials are checked: the routes'
+    dependency and the upload guard (which runs before the body is read) both call it."""
+    if token and secrets.compare_digest(token.encode(), parts.token.encode()):
+        return Caller(tenant_id=parts.settings.tenant)
+    return None
+
+
+def get_caller(request: Request, parts: PartsDep) -> Caller:
+    caller = authenticate(parts, presented_token(request.headers, request.query_params))
+    if caller is None:
         raise Problem(401, "missing or wrong bearer token", "unauthorized", {"WWW-Authenticate": "Bearer"})
-    return Caller(tenant_id=parts.settings.tenant)
+    return caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -90,12 +90,21 @@ def start_sim(cfg: SimConfig) -> tuple[subprocess.Popen[bytes], str]:
 
 
 @contextmanager
-def sim_stack(cfg: SimConfig, *, analytics: bool = True) -> Iterator[BenchStack]:
+def sim_stack(
+    cfg: SimConfig, *, analytics: bool = True, clickhouse: dict[str, Any] | None = None
+) -> Iterator[BenchStack]:
     """A broker, `deckstream llm sim` shaped by cfg, a worker and the API (with its analytics
-    sink unless `analytics` is False)."""
+    sink unless `analytics` is False; `clickhouse`: more of its settings)."""
     sim, sim_url = start_sim(cfg)
     try:
-        with llm_stack(sim_url, "deckstream-sim", cfg.capacity, profile="chat", analytics=analytics) as run:
+        with llm_stack(
+            sim_url,
+            "deckstream-sim",
+            cfg.capacity,
+            profile="chat",
+            analytics=analytics,
+            clickhouse=clickhouse,
+        ) as run:
             run.pids["simulator"] = sim.pid
             yield run
     finally:
@@ -104,7 +113,13 @@ def sim_stack(cfg: SimConfig, *, analytics: bool = True) -> Iterator[BenchStack]
 
 @contextmanager
 def llm_stack(
-    url: str, model: str, capacity: int, profile: str = "auto", *, analytics: bool = True
+    url: str,
+    model: str,
+    capacity: int,
+    profile: str = "auto",
+    *,
+    analytics: bool = True,
+    clickhouse: dict[str, Any] | None = None,
 ) -> Iterator[BenchStack]:
     """A broker, a worker and the API using the LLM server at url with `capacity` in flight."""
     home = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -118,7 +133,7 @@ def llm_stack(
                 "kafka": {"bootstrap": broker.bootstrap, "partitions": 4},
                 "llm": {"url": url, "model": model, "profile": profile, "max_in_flight": capacity},
                 "api": {"port": 0, "token": TOKEN},
-                "clickhouse": {"enabled": analytics},
+                "clickhouse": {"enabled": analytics, **(clickhouse or {})},
             }
         )
         stack = start_stack(settings, api=True)

@@ -125,6 +125,7 @@ class ClickHouseSettings(BaseModel):
     enabled: bool = Field(True, description="run the analytics sink in the API process")
     batch_rows: int = Field(2000, ge=1, description="rows that make the sink insert at once")
     flush_s: float = Field(1.0, gt=0, description="longest a consumed event waits for its insert")
+    chdb_memory_mb: int = Field(512, ge=64, description="chDB's memory ceiling in the API process")
 
 
 class WorkerSettings(BaseModel):

@@ -50,6 +50,18 @@ def migrations() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
+def chdb_options(cfg: ClickHouseSettings) -> dict[str, str]:
+    """chDB's engine settings, sized for a guest in the API process: ClickHouse's defaults suit
+    a server of its own (a 5 GB mark cache, 16 merge threads, most of the machine's memory)."""
+    return {
+        "max_server_memory_usage": str(cfg.chdb_memory_mb * 2**20),
+        "mark_cache_size": str(32 * 2**20),
+        "index_mark_cache_size": str(16 * 2**20),
+        "uncompressed_cache_size": "0",
+        "background_pool_size": "2",
+    }
+
+
 @dataclass(slots=True)
 class Result:
     columns: list[str]
@@ -78,7 +90,7 @@ class AnalyticsStore:
             where = cfg.url.split("@")[-1]  # no credentials in logs
         else:
             chdb_dir.mkdir(parents=True, exist_ok=True)
-            client = clickhouse_connect.get_client(dsn=f"chdb://{chdb_dir}")
+            client = clickhouse_connect.get_client(dsn=f"chdb://{chdb_dir}", chdb_options=chdb_options(cfg))
             where = f"chdb:{chdb_dir}"
         return cls(client, database or cfg.database, where)
 

@@ -181,6 +181,17 @@ def main() -> None:
             "upload_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else -1,
             "upload_p99_ms": round(_pct(latencies, 99) * 1000, 1),
             "rss_mb": {"after_warm_up": start_rss, "end": end_rss, "worker_restarted": "worker" in kills},
+            # Why documents did not complete: what to look into.
+            "not_completed": [
+                {
+                    "file": s["filename"],
+                    "status": s["status"],
+                    "error": s["error"],
+                    "failures": s["failures"][:3],
+                }
+                for s in final.values()
+                if s["status"] != "completed"
+            ],
         }
         client.close()
     finally:

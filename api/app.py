@@ -4,7 +4,6 @@ publisher, the progress feed and the HTTP client."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ from fastapi.responses import FileResponse
 from api import problems
 from api.routes import analytics as analytics_routes
 from api.routes import analytics_page, decks, documents, events, health, metrics
+from api.upload_guard import UploadGuard
 from services.analytics.service import Analytics
 from services.bootstrap import build_api
 from services.events.progress_feed import ProgressFeed
@@ -50,11 +50,12 @@ def create_app(
                 app.state.http = http
                 app.state.deckstream = parts
                 await parts.feed.wait_caught_up(30.0)
-                # The PDF reader loads lazily; load it now so that no upload waits for it.
-                await asyncio.to_thread(importlib.import_module, "services.extraction.pdf")
+                # Uploads are checked in the extraction sandbox: start its child now, not at the first.
+                await asyncio.to_thread(parts.upload.sandbox.prepare)
                 log.info("api ready", documents=len(parts.views.docs))
                 yield
         finally:
+            await asyncio.to_thread(parts.upload.sandbox.close)
             if parts.analytics is not None:
                 await parts.analytics.stop()
             await parts.feed.stop()
@@ -67,6 +68,7 @@ def create_app(
         description="Turn course material into cited flashcard decks.",
     )
     problems.install(app)
+    app.add_middleware(UploadGuard)  # auth and the declared size of an upload, before its body is read
     for router in (
         health.router,
         metrics.router,

@@ -74,7 +74,10 @@ class Promote(BaseModel):
 
 
 @router.post(
-    "", status_code=202, response_model=Accepted, responses={400: {}, 401: {}, 413: {}, 415: {}, 422: {}}
+    "",
+    status_code=202,
+    response_model=Accepted,
+    responses={400: {}, 401: {}, 411: {}, 413: {}, 415: {}, 422: {}},
 )
 async def upload(
     request: Request,

@@ -1,6 +1,8 @@
 """Extraction: files in, a page ledger out (DocumentOpened, Page*, ExtractionEnded).
 
 check_upload(path, limits) -> FileKind          cheap upload-time checks, raises InputRejected
+check_isolated(path, limits, filename=...)      the same in a resource-limited subprocess
+Sandbox(limits).check(path, filename=...)       the same, with a child started ahead of time (the API)
 extract(path, limits, filename=...)             in-process, streams events
 extract_isolated(path, limits, filename=...)    the same in a resource-limited subprocess
 Sandbox(limits).extract(path, filename=...)     the same, with a child started ahead of time
@@ -15,9 +17,9 @@ import sys
 sys.modules.setdefault("pymupdf.layout", None)  # type: ignore[arg-type]
 sys.modules.setdefault("pymupdf4llm", None)  # type: ignore[arg-type]
 
-from services.extraction.isolated import Sandbox, extract_isolated  # noqa: E402
+from services.extraction.isolated import Sandbox, check_isolated, extract_isolated  # noqa: E402
 from services.extraction.ledger import extract  # noqa: E402
 from services.extraction.limits import check_upload  # noqa: E402
 from services.extraction.tokens import count_tokens  # noqa: E402
 
-__all__ = ["Sandbox", "check_upload", "count_tokens", "extract", "extract_isolated"]
+__all__ = ["Sandbox", "check_isolated", "check_upload", "count_tokens", "extract", "extract_isolated"]

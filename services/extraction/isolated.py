@@ -14,6 +14,15 @@ PyMuPDF; ``python -m bench extract``) before its first page. A long-lived proces
 uses a :class:`Sandbox`, which keeps one child started ahead of time with every parser imported
 and waiting for its job on stdin: a document's extraction then starts at once. Each child still
 extracts one document only, so nothing a hostile file did to one child reaches the next.
+
+The upload check runs here too (``Sandbox.check``, ``check_isolated``): the API process never
+parses a user's file, it only learns the kind or the refusal. A check has at most
+``CHECK_TIMEOUT_S``; a check the child did not finish (killed, out of memory, timed out) refuses
+the file (422), as the extraction of such a file would fail.
+
+The parent reads only the first KiB of a file itself (``guess_kind``: magic bytes and the name,
+no zip directory); every parser runs in the child. The file's name reaches the child as data
+(``--filename=NAME``, the path after ``--``), so a name like ``-x.pdf`` is never an option.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from services.domain import DocumentOpened, ExtractionEnded, Page
+from services.domain import DocumentOpened, ExtractionEnded, FileKind, Page
 from services.errors import (
     CorruptFile,
     EmptyFile,
@@ -43,8 +52,10 @@ from services.errors import (
 from services.settings import LimitSettings
 
 from .ledger import READY, Event, ledger_end, page_label
-from .sniff import sniff
+from .sniff import guess_kind
 
+CHECK_TIMEOUT_S = 30.0  # an upload check reads a zip directory, XML prologs and a PDF's page tree
+KINDS: tuple[FileKind, ...] = ("pdf", "docx", "pptx", "text")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFUSALS: dict[str, type[InputRejected]] = {
     cls.__name__: cls
@@ -93,6 +104,7 @@ class _Child:
     def __init__(self, limits: LimitSettings, *, warm: bool = False) -> None:
         self.limits = limits
         self.deadline = math.inf  # set when the job is given
+        self.timeout = limits.extract_timeout_s
         self.timed_out = False
         self.stderr = b""
         timeout = limits.extract_timeout_s
@@ -116,13 +128,28 @@ class _Child:
     def usable_for(self, limits: LimitSettings) -> bool:
         return self.limits == limits and self.proc.poll() is None
 
-    def start(self, path: Path, filename: str, tables: bool, ocr_cache: Path | None = None) -> None:
-        """Give the child its one job; the deadline runs from now, not from when it started."""
-        timeout = self.limits.extract_timeout_s
+    def start(
+        self,
+        path: Path,
+        filename: str,
+        tables: bool,
+        ocr_cache: Path | None = None,
+        *,
+        check: bool = False,
+    ) -> None:
+        """Give the child its one job; the deadline runs from now, not from when it started.
+        Every value is one ``--option=value`` word and the path comes after ``--``: a file
+        named ``-x.pdf`` is data, never an option."""
+        timeout = (
+            min(self.limits.extract_timeout_s, CHECK_TIMEOUT_S) if check else self.limits.extract_timeout_s
+        )
+        self.timeout = timeout
         self.deadline = time.monotonic() + timeout + _grace(timeout)
-        argv = [str(path), "--filename", filename, "--limits", self.limits.model_dump_json()]
-        argv += ["--deadline", repr(time.time() + timeout), *(["--tables"] if tables else [])]
-        argv += ["--ocr-cache", str(ocr_cache)] if ocr_cache is not None else []
+        argv = [f"--filename={filename}", f"--limits={self.limits.model_dump_json()}"]
+        argv += [f"--deadline={time.time() + timeout!r}", *(["--tables"] if tables else [])]
+        argv += [f"--ocr-cache={ocr_cache}"] if ocr_cache is not None else []
+        argv += ["--check"] if check else []
+        argv += ["--", str(path)]
         assert self.proc.stdin is not None
         try:
             self.proc.stdin.write(json.dumps(argv).encode() + b"\n")
@@ -201,6 +228,11 @@ def extract_isolated(
     yield from _run(_Child(limits), path, filename=filename, tables=tables, ocr_cache=ocr_cache)
 
 
+def check_isolated(path: Path, limits: LimitSettings, *, filename: str) -> FileKind:
+    """``check_upload`` in a resource-limited subprocess: the kind, or the same refusal."""
+    return _check(_Child(limits), path, filename=filename)
+
+
 class Sandbox:
     """``extract_isolated`` for a long-lived process, with one child kept started ahead of time.
 
@@ -217,6 +249,7 @@ class Sandbox:
         self._lock = threading.Lock()
         self._spare: _Child | None = None
         self._closed = False
+        self._warm = False  # prepare() was called: keep a spare from then on
 
     @property
     def spare_pid(self) -> int | None:
@@ -231,8 +264,9 @@ class Sandbox:
             return self._spare is not None and self._spare.wait_ready(timeout_s)
 
     def prepare(self) -> None:
-        """Start the spare child if there is none."""
+        """Start the spare child if there is none (and keep one ready after each job from now on)."""
         with self._lock:
+            self._warm = True
             if self._spare is None and not self._closed:
                 self._spare = _Child(self.limits, warm=True)
 
@@ -260,6 +294,14 @@ class Sandbox:
         finally:
             self.prepare()
 
+    def check(self, path: Path, *, filename: str, limits: LimitSettings | None = None) -> FileKind:
+        """``check_isolated`` in the spare child (an upload check, in the API process)."""
+        try:
+            return _check(self._take(limits or self.limits), path, filename=filename)
+        finally:
+            if self._warm:
+                self.prepare()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -272,7 +314,7 @@ def _run(
     child: _Child, path: Path, *, filename: str, tables: bool, ocr_cache: Path | None = None
 ) -> Iterator[Event]:
     try:
-        kind = sniff(path, filename=filename)  # bytes only; fills in DocumentOpened if the child dies early
+        kind = guess_kind(path, filename=filename)  # for DocumentOpened if the child dies early
     except BaseException:
         child.stop()
         raise
@@ -307,16 +349,44 @@ def _run(
         why = error or _death_reason(
             returncode,
             child.stderr.decode(errors="replace"),
-            child.limits.extract_timeout_s if child.timed_out else None,
+            child.timeout if child.timed_out else None,
         )
         if opened is None:
             opened = DocumentOpened(kind, None)
             yield opened
         received = len(pages)
         for number in range(received + 1, (opened.pages_total or 0) + 1):
-            pages.append(Page(number, page_label(kind, number), (), "", "skipped", f"not read: {why}"))
+            pages.append(Page(number, page_label(opened.kind, number), (), "", "skipped", f"not read: {why}"))
             yield pages[-1]
         end = ledger_end(pages, [] if len(pages) > received else [why])
         yield ExtractionEnded(end.status, end.pages_total, why if end.status == "failed" else end.reason)
+    finally:
+        child.stop()
+
+
+def _check(child: _Child, path: Path, *, filename: str) -> FileKind:
+    try:
+        child.start(path, filename, False, check=True)
+        error: str | None = None
+        try:
+            for message in child.messages():
+                tag = message.get("t")
+                if tag == "checked" and message.get("kind") in KINDS:
+                    return next(kind for kind in KINDS if kind == message["kind"])
+                if tag == "rejected":
+                    raise REFUSALS.get(message["error"], InputRejected)(message["reason"])
+                if tag == "error":
+                    error = str(message.get("reason"))
+                elif tag != "ready":  # a warm child's greeting nobody waited for
+                    error = "the check produced unexpected output"
+        except (ValueError, TypeError, KeyError):
+            error = "the check produced unreadable output"
+        returncode = child.close()
+        if error and any(hint in error for hint in _MEMORY_HINTS):
+            error = "extraction exceeded the memory limit"
+        why = error or _death_reason(
+            returncode, child.stderr.decode(errors="replace"), child.timeout if child.timed_out else None
+        )
+        raise InputRejected(f"the file could not be checked: {why}")
     finally:
         child.stop()

@@ -30,7 +30,7 @@ from services.domain import DocumentOpened, ExtractionEnded, FileKind, Page
 from services.errors import CorruptFile, FileTooLarge, InputRejected
 from services.settings import LimitSettings
 
-from .limits import check_file
+from .limits import check_file, check_upload
 from .text import read_text
 from .tokens import count_tokens
 
@@ -159,7 +159,8 @@ def near_memory_limit() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Subprocess entry: extract one file, one JSON object per line on the original stdout."""
+    """Subprocess entry: extract one file (or, with ``--check``, only check it), one JSON object
+    per line on the original stdout."""
     parser = argparse.ArgumentParser(prog="python -m services.extraction.ledger")
     parser.add_argument("path", type=Path)
     parser.add_argument("--filename", required=True)
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--deadline", type=float, default=None, help="wall-clock (epoch) deadline")
     parser.add_argument("--tables", action="store_true")
     parser.add_argument("--ocr-cache", type=Path, default=None, help="a folder for this file's OCR results")
+    parser.add_argument("--check", action="store_true", help="only check_upload: one 'checked' line")
     args = parser.parse_args(argv)
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything C code prints goes to stderr, never into the protocol
@@ -179,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     limits = LimitSettings.model_validate_json(args.limits)
     timeout = limits.extract_timeout_s if args.deadline is None else args.deadline - time.time()
     try:
+        if args.check:
+            send({"t": "checked", "kind": check_upload(args.path, limits, filename=args.filename)})
+            return 0
         for item in run(
             args.path,
             limits,

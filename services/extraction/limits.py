@@ -1,14 +1,23 @@
 """Upload-time checks: size, type, encryption, zip bombs, DTDs, page counts.
 
-``check_upload`` runs in the API process, so it reads only what it must: the first 64 KiB, a
-zip's central directory (its end record first, so a million-entry archive is refused before
-``zipfile`` builds a million objects), the XML parts' bytes (streamed, looking for ``<!DOCTYPE``)
-and a PDF's trailer and page tree. It never parses page content.
+``check_upload`` reads user bytes, so it runs in the extraction sandbox (``isolated``:
+``Sandbox.check``), never in the API process. Even there it reads only what it must: the first
+64 KiB, a zip's central directory (its end record first, so a million-entry archive is refused
+before ``zipfile`` builds a million objects), each XML part's prolog (up to its root element,
+through defusedxml) and a PDF's trailer and page tree. It never parses page content.
 
 Zip rules, all from ``LimitSettings`` and all checked before any XML parser sees the package:
 at most ``max_zip_entries`` entries, at most ``max_uncompressed_bytes`` declared in total, no entry
 of 1 MiB or more expanding over ``max_compression_ratio`` times, no encrypted entries. ``zipfile``
 never returns more than an entry's declared size, so the declared sizes bound what is inflated.
+
+XML parts: OOXML forbids DTDs, and a DTD can only come before the root element, so each part
+that looks like XML is fed to defusedxml's parser (``forbid_dtd``: no DTD, no entity declared,
+nothing external fetched) until its root element starts. A DTD is an XXE or billion-laughs
+attempt; a prolog expat cannot read (UTF-32, a multi-byte legacy encoding: OOXML allows only
+UTF-8 and UTF-16) is refused too, since lxml might read it and find a DTD there. python-docx and
+python-pptx parse the parts afterwards with lxml ``resolve_entities=False`` (and lxml's defaults
+``no_network=True``, ``load_dtd=False``, ``huge_tree=False``): a second line, not the first.
 """
 
 from __future__ import annotations
@@ -18,6 +27,9 @@ import struct
 import zipfile
 from pathlib import Path
 
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import DefusedXMLParser, ParseError
+
 from services.domain import FileKind
 from services.errors import CorruptFile, EmptyFile, FileTooLarge, PasswordProtected
 from services.settings import LimitSettings
@@ -25,13 +37,7 @@ from services.settings import LimitSettings
 from .sniff import sniff
 
 RATIO_MIN_BYTES = 1024 * 1024
-_DOCTYPE = re.compile(
-    b"<!doctype|"
-    + re.escape("<!DOCTYPE".encode("utf-16-le"))
-    + b"|"
-    + re.escape("<!DOCTYPE".encode("utf-16-be")),
-    re.IGNORECASE,
-)
+_NOT_MARKUP = b"\xef\xbb\xbf\xfe\xff\x00 \t\r\n"  # BOMs (UTF-8, -16, -32), NULs, whitespace
 _SLIDE = re.compile(r"ppt/slides/slide\d+\.xml")
 
 
@@ -109,24 +115,43 @@ def check_zip(path: Path, limits: LimitSettings) -> list[str]:
         raise CorruptFile(f"the package is damaged ({e})") from e
 
 
+class _RootReached(Exception):
+    """The prolog is over: no DTD can follow."""
+
+
+class _UntilRoot:
+    """A parser target that builds nothing and stops the parse at the root element."""
+
+    def start(self, tag: str, attrs: object) -> None:
+        raise _RootReached
+
+    def close(self) -> None:
+        return None
+
+
 def _refuse_doctype(z: zipfile.ZipFile, info: zipfile.ZipInfo) -> None:
-    """OOXML forbids DTDs; a part that has one is an XXE / billion-laughs attempt. Streams the part."""
+    """OOXML forbids DTDs; a part that has one is an XXE / billion-laughs attempt. Feeds the part
+    to defusedxml until its root element starts (the module docstring)."""
     if info.is_dir():
         return
     with z.open(info) as part:
-        first = part.read(64 * 1024)
-        if not first.lstrip(b"\xef\xbb\xbf\xff\xfe\x00 \t\r\n").startswith(b"<"):
+        chunk = part.read(64 * 1024)
+        if not chunk.lstrip(_NOT_MARKUP).startswith(b"<"):
             return  # not XML (media, fonts, embedded files)
-        carry = b""
-        chunk = first
-        while chunk:
-            window = carry + chunk
-            if _DOCTYPE.search(window):
-                raise CorruptFile(
-                    f"part {info.filename} declares a DTD (<!DOCTYPE>), which Office files never do"
-                )
-            carry = window[-32:]
-            chunk = part.read(1024 * 1024)
+        parser = DefusedXMLParser(target=_UntilRoot(), forbid_dtd=True)
+        try:
+            while chunk:
+                parser.feed(chunk)
+                chunk = part.read(1024 * 1024)
+            parser.close()
+        except _RootReached:
+            return
+        except DefusedXmlException as e:
+            raise CorruptFile(
+                f"part {info.filename} declares a DTD (<!DOCTYPE>), which Office files never do"
+            ) from e
+        except (ParseError, ValueError, LookupError) as e:  # ValueError: a multi-byte legacy encoding
+            raise CorruptFile(f"part {info.filename} is not readable XML ({str(e)[:120]})") from e
 
 
 def check_file(path: Path, limits: LimitSettings, *, filename: str | None = None) -> FileKind:
@@ -143,7 +168,8 @@ def check_file(path: Path, limits: LimitSettings, *, filename: str | None = None
 
 
 def check_upload(path: Path, limits: LimitSettings, *, filename: str | None = None) -> FileKind:
-    """Cheap checks at upload time; raises InputRejected subclasses with a human reason.
+    """Cheap checks at upload time; raises InputRejected subclasses with a human reason. It reads
+    user bytes: the API runs it in the sandbox (``Sandbox.check``), never in its own process.
 
     Size and emptiness, type from magic bytes, encryption, legacy formats, zip bombs and DTDs,
     a PDF that opens with at least one page, page/slide counts against ``max_pages``. ``filename``

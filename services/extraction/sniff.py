@@ -80,6 +80,19 @@ def sniff(path: Path, *, filename: str | None = None) -> FileKind:
     return "text"
 
 
+def guess_kind(path: Path, *, filename: str | None = None) -> FileKind:
+    """What the file most likely is, from its first KiB and its name alone, parsing nothing (no
+    zip directory): for a process outside the sandbox that needs a kind before the child says.
+    ``sniff`` decides; this never refuses."""
+    with path.open("rb") as f:
+        head = f.read(1024)
+    if b"%PDF-" in head:
+        return "pdf"
+    if head.startswith(ZIP_MAGICS):
+        return "pptx" if PurePath(filename or path.name).suffix.lower() in (".pptx", ".ppt") else "docx"
+    return "text"
+
+
 def _sniff_zip(path: Path) -> FileKind:
     try:
         with zipfile.ZipFile(path) as z:

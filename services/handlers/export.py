@@ -1,5 +1,9 @@
 """Export a deck of any kept generation as JSON or CSV: the assembled deck once it is complete,
-else the cards so far."""
+else the cards so far.
+
+CSV cells hold text from the model and the file's name, so a spreadsheet must never read one as a
+formula: a cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
+leading ``'`` (OWASP, CSV injection). "-5 °C" is exported as "'-5 °C"."""
 
 from __future__ import annotations
 
@@ -17,6 +21,12 @@ from services.events.models import DocumentProgress
 from services.storage.blobs import BlobStore
 
 CSV_COLUMNS = ["front", "back", "type", "file", "page", "section", "card_id", "needs_review"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet shows as text, never evaluates (see the module docstring)."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
 
 
 def card_json(card: Card) -> dict[str, Any]:
@@ -45,7 +55,8 @@ def deck_csv(cards: list[Card]) -> str:
     for c in cards:
         section = " > ".join(c.section)
         review = (c.review or "yes") if c.needs_review else ""  # why, when known
-        w.writerow([c.front, c.back, c.type, c.file, c.page_label, section, c.card_id, review])
+        row = [c.front, c.back, c.type, c.file, c.page_label, section, c.card_id, review]
+        w.writerow([csv_cell(cell) for cell in row])
     return buf.getvalue()
 
 

@@ -1,10 +1,18 @@
 """Accept an upload: store the file, check it, publish DocumentUploaded (a claim check: the blob
-URI and hash, never the bytes), and show it as queued. Nothing is queued on error."""
+URI and hash, never the bytes), and show it as queued. Nothing is queued on error.
+
+The check parses the file, so it runs in the extraction sandbox (``Sandbox.check``): this
+process only copies bytes and learns the kind or the refusal. The caller's file name is data:
+``safe_filename`` makes it a plain display name (no folders, no control characters, no leading
+``-`` or dot, at most 255 bytes); it never names a path or an argument.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import unicodedata
 import uuid
 from typing import BinaryIO, Literal
 
@@ -15,9 +23,31 @@ from services.errors import BlobTooLarge, EmptyFile, FileTooLarge, InvalidOption
 from services.events import topics
 from services.events.models import DocumentProgress, DocumentUploaded
 from services.events.publisher import EventPublisher
-from services.extraction import check_upload
+from services.extraction import Sandbox
 from services.settings import Settings
 from services.storage.blobs import BlobStore
+
+MAX_NAME_BYTES = 255
+_UNPRINTABLE = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}  # controls, bidi overrides, surrogates, ...
+_EXTENSION = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+def safe_filename(raw: str | None) -> str:
+    """The name to store and show for a caller's file name (see the module docstring); "upload"
+    when nothing is left. The extension is kept when the name is cut."""
+    name = "".join(
+        " " if ch.isspace() else ch
+        for ch in unicodedata.normalize("NFC", raw or "")
+        if ch.isspace() or unicodedata.category(ch) not in _UNPRINTABLE
+    )
+    name = " ".join(re.split(r"[/\\]", name)[-1].split())  # the last path part, one space per run
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not _EXTENSION.fullmatch(ext):
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    stem = stem.lstrip("-. ")
+    stem = stem.encode()[: MAX_NAME_BYTES - len(suffix)].decode(errors="ignore").rstrip(". ")
+    return (stem or "upload") + suffix
 
 
 class UploadOptions(BaseModel):
@@ -40,15 +70,24 @@ def parse_options(raw: str | None, settings: Settings) -> UploadOptions:
 
 class AcceptUpload:
     def __init__(
-        self, *, settings: Settings, blobs: BlobStore, publisher: EventPublisher, views: DocumentViews
+        self,
+        *,
+        settings: Settings,
+        blobs: BlobStore,
+        publisher: EventPublisher,
+        views: DocumentViews,
+        sandbox: Sandbox | None = None,
     ) -> None:
         self.settings, self.blobs, self.publisher, self.views = settings, blobs, publisher, views
+        # The API lifespan starts its spare child (prepare) and stops it (close).
+        self.sandbox = sandbox or Sandbox(settings.limits)
 
     async def __call__(
         self, tenant_id: str, file: BinaryIO, filename: str | None, options: str | None
     ) -> DocumentUploaded:
         limits = self.settings.limits
         opts = parse_options(options, self.settings)
+        name = safe_filename(filename)
         try:
             staged = await asyncio.to_thread(self.blobs.stage_upload, file, max_bytes=limits.max_upload_bytes)
         except BlobTooLarge as exc:
@@ -56,13 +95,12 @@ class AcceptUpload:
         try:
             if staged.size == 0:
                 raise EmptyFile("the file is empty")
-            kind = await asyncio.to_thread(check_upload, staged.path, limits, filename=filename)
+            kind = await asyncio.to_thread(self.sandbox.check, staged.path, filename=name)
         except BaseException:  # refused (or failed): only the staged copy goes
             await asyncio.to_thread(self.blobs.discard, staged)
             raise
         uri = await asyncio.to_thread(self.blobs.keep, staged)
         sha256, size = staged.sha256, staged.size
-        name = (filename or "upload").rsplit("/", 1)[-1][:255]
         event = DocumentUploaded(
             tenant_id=tenant_id,
             document_id=uuid.uuid4().hex,

@@ -1,0 +1,93 @@
+"""The upload route's gate: ``POST /v1/documents`` is answered from its headers before any byte
+of its body is read.
+
+FastAPI reads (and spools to a temporary file) a multipart body before any dependency runs, so
+the route's own token check would come after a 100 MB upload had been written to disk. This ASGI
+middleware runs first and refuses, each as problem+json with ``Connection: close``:
+
+* 401 no or wrong bearer token (``api.deps.authenticate``: the routes' own check);
+* 411 a body sent with ``Transfer-Encoding`` (chunked): an upload declares its size up front;
+* 400 a ``Content-Length`` that is not one number;
+* 413 a declared size over ``max_upload_bytes`` plus ``MULTIPART_OVERHEAD``;
+* 415 a body that is not ``multipart/form-data``.
+
+A refused request's body is never received: nothing is spooled, and the server closes the
+connection instead of reading the rest. An accepted request's body is counted as it arrives
+(Starlette's ``RequestBodyLimitResponder``): more bytes than it declared, or than the limit,
+end it with 413 there and then. Every other route passes through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.body_limit import RequestBodyLimitResponder
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from api import deps
+from api.problems import problem
+from services.bootstrap import ApiParts
+
+UPLOAD_PATH = "/v1/documents"
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries, part headers and the options field around the file
+CLOSE = {"Connection": "close"}  # the server stops reading: the rest of the body is never received
+_LENGTH = re.compile(r"[0-9]{1,18}")  # ASCII digits only ("²".isdigit() is true); far past any limit
+
+
+class UploadGuard:
+    def __init__(self, app: ASGIApp, *, path: str = UPLOAD_PATH) -> None:
+        self.app, self.path = app, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or _route_path(scope) != self.path:
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)  # headers only: it is never given `receive`
+        refusal, max_body = await _refusal(request)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
+        await RequestBodyLimitResponder(self.app, max_body)(scope, receive, send)
+
+
+async def _refusal(request: Request) -> tuple[Response | None, int]:
+    """The answer for a request refused from its headers, else None and the most body bytes it
+    may send (what it declared, within the limit)."""
+    parts: ApiParts | None = getattr(request.app.state, "deckstream", None)
+    if parts is None:
+        return problem(request, 503, "the API is starting", "starting", {**CLOSE, "Retry-After": "1"}), 0
+    token = deps.presented_token(request.headers, request.query_params)
+    # The routes' own check (looked up at each call, so it is always the current one); it may
+    # hash a key, so not on the event loop.
+    if await run_in_threadpool(deps.authenticate, parts, token) is None:
+        auth = {**CLOSE, "WWW-Authenticate": "Bearer"}
+        return problem(request, 401, "missing or wrong bearer token", "unauthorized", auth), 0
+    limit = parts.settings.limits.max_upload_bytes
+    max_body = limit + MULTIPART_OVERHEAD
+    if "transfer-encoding" in request.headers:
+        detail = "send the upload with a Content-Length header; chunked uploads are refused"
+        return problem(request, 411, detail, "length-required", CLOSE, title="Length Required"), 0
+    lengths = set(request.headers.getlist("content-length"))
+    if len(lengths) > 1 or not all(_LENGTH.fullmatch(v.strip()) for v in lengths):
+        return problem(request, 400, "the Content-Length header is not one number", "bad-length", CLOSE), 0
+    if not lengths:  # HTTP/1.1: no length and no Transfer-Encoding is an empty body
+        return None, max_body
+    declared = int(lengths.pop())
+    if declared > max_body:
+        detail = f"the upload declares {declared:,} bytes, over the {limit:,}-byte limit for a file"
+        return problem(request, 413, detail, "file-too-large", CLOSE, limit=limit), 0
+    content_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if declared and content_type != "multipart/form-data":
+        detail = "send the file as multipart/form-data (a `file` part, an optional `options` part)"
+        return problem(request, 415, detail, "unsupported-media-type", CLOSE), 0
+    return None, declared
+
+
+def _route_path(scope: Scope) -> str:
+    """The path the router matches (without the root path the app is mounted under)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path

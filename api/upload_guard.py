@@ -5,7 +5,7 @@ FastAPI reads (and spools to a temporary file) a multipart body before any depen
 the route's own token check would come after a 100 MB upload had been written to disk. This ASGI
 middleware runs first and refuses, each as problem+json with ``Connection: close``:
 
-* 401 no or wrong bearer token (``api.deps.authenticate``: the routes' own check);
+* 401 no, wrong, revoked or expired key (``api.deps.check_token``: the routes' own check);
 * 411 a body sent with ``Transfer-Encoding`` (chunked): an upload declares its size up front;
 * 400 a ``Content-Length`` that is not one number;
 * 413 a declared size over ``max_upload_bytes`` plus ``MULTIPART_OVERHEAD``;
@@ -62,14 +62,15 @@ async def _refusal(request: Request) -> tuple[Response | None, int]:
     token = deps.presented_token(request.headers, request.query_params)
     # The routes' own check (looked up at each call, so it is always the current one); it may
     # hash a key, so not on the event loop.
-    if await run_in_threadpool(deps.authenticate, parts, token) is None:
-        auth = {**CLOSE, "WWW-Authenticate": "Bearer"}
-        return problem(request, 401, "missing or wrong bearer token", "unauthorized", auth), 0
+    found = await run_in_threadpool(deps.check_token, parts, token)
+    if not isinstance(found, deps.Caller):
+        refused = deps.unauthorized(found)  # the same 401 the routes give (revoked, expired, …)
+        return problem(request, 401, refused.detail, refused.code, {**CLOSE, **(refused.headers or {})}), 0
     limit = parts.settings.limits.max_upload_bytes
     max_body = limit + MULTIPART_OVERHEAD
     if "transfer-encoding" in request.headers:
         detail = "send the upload with a Content-Length header; chunked uploads are refused"
-        return problem(request, 411, detail, "length-required", CLOSE, title="Length Required"), 0
+        return problem(request, 411, detail, "length-required", CLOSE), 0
     lengths = set(request.headers.getlist("content-length"))
     if len(lengths) > 1 or not all(_LENGTH.fullmatch(v.strip()) for v in lengths):
         return problem(request, 400, "the Content-Length header is not one number", "bad-length", CLOSE), 0

@@ -27,7 +27,7 @@ console = Console(stderr=True)
 
 
 def _mount() -> None:
-    from deckstream import analytics_cli, extract_cli, kafka_cli, llm_cli, replay_cli
+    from deckstream import accounts_cli, analytics_cli, extract_cli, kafka_cli, llm_cli, replay_cli
 
     app.add_typer(kafka_cli.app, name="kafka", help="Run the local single-node Kafka broker.")
     app.add_typer(llm_cli.app, name="llm", help="Run the local llama.cpp server or the LLM simulator.")
@@ -36,6 +36,7 @@ def _mount() -> None:
     )
     extract_cli.register(app)
     replay_cli.register(app)
+    accounts_cli.register(app)
 
 
 @app.command()

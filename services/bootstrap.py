@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from services.accounts.store import KeyStore
 from services.analytics.service import Analytics
 from services.documents.settled import SettledDocuments
 from services.documents.views import DocumentViews
@@ -101,12 +102,13 @@ class ApiParts:
     """What an API process serves from: its ports and the handlers its routes call."""
 
     settings: Settings
-    token: str
+    token: str  # the bootstrap token: the default tenant's operator key
     blobs: BlobStore
     publisher: EventPublisher
     feed: ProgressFeed
     views: DocumentViews
     upload: AcceptUpload
+    accounts: KeyStore  # the tenants' API keys, kept up to date by the feed
     analytics: Analytics | None = None  # the sink and the store's owner (DECKSTREAM_CLICKHOUSE_ENABLED)
 
 
@@ -129,7 +131,9 @@ def build_api(
     if publisher is None or feed is None:
         bootstrap = kafka_bootstrap(settings)
         publisher = publisher or KafkaPublisher(bootstrap)
-        feed = feed or ProgressFeed(bootstrap, reject=_dead_letter_to(publisher))
+        feed = feed or ProgressFeed(
+            bootstrap, reject=_dead_letter_to(publisher), accounts=KeyStore(settings.tenant)
+        )
         if analytics is None and settings.clickhouse.enabled:
             analytics = Analytics(settings.clickhouse, settings.chdb_dir, bootstrap)
     blobs = blob_store(settings)
@@ -141,5 +145,6 @@ def build_api(
         feed=feed,
         views=feed.views,
         upload=AcceptUpload(settings=settings, blobs=blobs, publisher=publisher, views=feed.views),
+        accounts=feed.accounts,
         analytics=analytics,
     )

@@ -233,6 +233,38 @@ class RecordRejected(Event):
     payload: bytes | None = None
 
 
+class AccountEvent(Event):
+    """An event of the accounts topic: about a tenant, not a document. Keyed by tenant id;
+    `document_id` is empty and `generation` 0."""
+
+    document_id: str = ""
+    generation: int = 0
+
+
+class TenantCreated(AccountEvent):
+    name = "TenantCreated"
+    tenant_name: str  # not `name`: every event class has that (its schema's name)
+    created_by: str
+
+
+class ApiKeyCreated(AccountEvent):
+    """Only the hash of the key: the key itself is never on the log."""
+
+    name = "ApiKeyCreated"
+    key_id: str
+    label: str | None = None
+    sha256: str
+    expires_at: int | None = None  # ms since the epoch; None: never
+    created_by: str
+
+
+class ApiKeyRevoked(AccountEvent):
+    name = "ApiKeyRevoked"
+    key_id: str
+    reason: str | None = None
+    revoked_by: str
+
+
 def rejected(record: Any, *, stage: str, reason: str) -> RecordRejected:
     """The dead letter of a record (anything with topic, partition, offset, key and value: a Faust
     Message, an aiokafka ConsumerRecord), logged: one id per record, however many readers report it."""
@@ -276,6 +308,9 @@ EVENT_TYPES: dict[str, type[Event]] = {
         GenerationPromoted,
         LLMCallMeasured,
         RecordRejected,
+        TenantCreated,
+        ApiKeyCreated,
+        ApiKeyRevoked,
     )
 }
 

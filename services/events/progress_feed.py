@@ -2,9 +2,10 @@
 
 It reads jobs.progress, decks, the uploads (documents.uploaded: each document's generations) and
 documents.generations (the one served) from the beginning without a consumer group (every partition,
-no rebalances, no commits) and applies each record to `DocumentViews`. It also counts the dead
-letters of pipeline.dlq by source topic (shown on /readyz), and sends one for a record of its own
-topics it cannot decode.
+no rebalances, no commits) and applies each record to `DocumentViews`; the accounts topic's
+tenants and keys go to the `KeyStore` the API checks keys against (a new or revoked key counts
+within a fetch). It also counts the dead letters of pipeline.dlq by source topic (shown on
+/readyz), and sends one for a record of its own topics it cannot decode.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from services.accounts.store import KeyStore
 from services.documents.views import DocumentViews, Position
 from services.events import topics
-from services.events.models import RecordRejected, decode, rejected
+from services.events.models import AccountEvent, RecordRejected, decode, rejected
 
 log = structlog.get_logger(__name__)
 STAGE = "api"
@@ -27,10 +29,15 @@ Reject = Callable[[RecordRejected], Awaitable[None]]
 
 class ProgressFeed:
     def __init__(
-        self, bootstrap: str, views: DocumentViews | None = None, reject: Reject | None = None
+        self,
+        bootstrap: str,
+        views: DocumentViews | None = None,
+        reject: Reject | None = None,
+        accounts: KeyStore | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.views = views if views is not None else DocumentViews()
+        self.accounts = accounts if accounts is not None else KeyStore()
         self.reject = reject  # sends a dead letter (the API's publisher); None: log only
         self._dead: dict[str, set[tuple[int, int]]] = {}  # source topic -> (partition, offset)
         self._consumer: AIOKafkaConsumer | None = None
@@ -47,6 +54,7 @@ class ProgressFeed:
             topics.UPLOADED.name,
             topics.GENERATIONS.name,
             topics.DEAD_LETTERS.name,
+            topics.ACCOUNTS.name,
             bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -124,6 +132,9 @@ class ProgressFeed:
         event = decode(value)
         if isinstance(event, RecordRejected):
             self._dead.setdefault(event.source_topic, set()).add((event.partition, event.offset))
+            return
+        if isinstance(event, AccountEvent):
+            self.accounts.apply(event)
             return
         self.views.apply(pos, event)
 

@@ -1,12 +1,14 @@
 """Every Kafka topic of the pipeline, in one place: names, roles, configs.
 
-All pipeline topics are keyed by document_id and share one partition count, so a document's
-events land in the same partition number everywhere (co-partitioned for the tracker's table).
+All pipeline topics are keyed by document_id (accounts: by tenant id) and share one partition
+count, so a document's events land in the same partition number everywhere (co-partitioned for
+the tracker's table).
 The broker launcher, the test fixtures and the Faust app all create topics from this list, and
 an existing topic's configs are brought to its spec's.
 
 Retention follows each topic's role:
-  record        what happened, kept forever (uploads; later edits and reviews): replay reads it
+  record        what happened, kept forever (uploads, tenants and API keys; later edits and
+                reviews): replay and the API's key store read it
   state         the latest per document, compacted: kept forever, one record per document
   work          transient work between stages: bounded (a week)
   dead letters  what no stage could use, kept forever for inspection
@@ -111,6 +113,13 @@ CONTROL = TopicSpec(
     "CancelDocument and RetryFailedChunks commands.",
     WORK,
 )
+ACCOUNTS = TopicSpec(
+    "accounts",
+    "TenantCreated, ApiKeyCreated and ApiKeyRevoked, keyed by tenant id: the tenants and their "
+    "keys (hashes only; every API process rebuilds its key store from here) and their audit trail.",
+    KEPT,
+    role="record",
+)
 
 ALL: tuple[TopicSpec, ...] = (
     UPLOADED,
@@ -126,6 +135,7 @@ ALL: tuple[TopicSpec, ...] = (
     PROGRESS,
     GENERATIONS,
     CONTROL,
+    ACCOUNTS,
 )
 
 # How long the broker may hold a consumer's fetch when its partitions are quiet. A consumer has

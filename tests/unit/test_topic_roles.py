@@ -26,6 +26,7 @@ def test_each_topics_retention_follows_its_role(spec: topics.TopicSpec) -> None:
 def test_the_roles_are_the_ones_users_rely_on() -> None:
     roles = {spec.name: spec.role for spec in topics.ALL}
     assert roles[topics.UPLOADED.name] == "record"  # a replay rebuilds every deck from it
+    assert roles[topics.ACCOUNTS.name] == "record"  # API keys outlive restarts; the audit trail
     assert roles[topics.PROGRESS.name] == roles[topics.DECKS.name] == "state"  # documents never vanish
     assert {roles[s.name] for s in (topics.DLQ, topics.DEAD_LETTERS)} == {"dead letters"}
     # A document's history stays whole for at least an hour after each record, for SSE resumes.

@@ -129,7 +129,9 @@ async def test_an_unauthenticated_upload_is_refused_before_its_body_is_read(
     application, publisher, _ = app
     r = await call(application, {**upload_headers(100 * 1024 * 1024, auth=False), **auth})
     assert r.status == 401 and r.receives == 0
-    assert r.headers["www-authenticate"] == "Bearer" and r.headers["connection"] == "close"
+    presented = auth.get("authorization", "").startswith("Bearer")
+    assert r.headers["www-authenticate"] == ('Bearer error="invalid_token"' if presented else "Bearer")
+    assert r.headers["connection"] == "close"
     assert r.headers["content-type"] == "application/problem+json"
     assert r.body["type"].endswith("/unauthorized") and r.body["status"] == 401
     assert publisher.sent == []
@@ -219,21 +221,21 @@ async def test_other_routes_are_not_gated(app: tuple[FastAPI, FakePublisher, Set
     assert r.status == 200
 
 
-async def test_the_gate_checks_tokens_with_api_deps_authenticate(
+async def test_the_gate_checks_tokens_with_api_deps_check_token(
     app: tuple[FastAPI, FakePublisher, Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The gate asks api.deps.authenticate, looked up at each request: a change there (API
+    """The gate asks api.deps.check_token, looked up at each request: a change there (API
     keys, tenants) applies to the gate too."""
     import api.deps
 
     application, publisher, _ = app
-    original, seen, refuse = api.deps.authenticate, [], [False]
+    original, seen, refuse = api.deps.check_token, [], [False]
 
-    def authenticate(parts: Any, token: str) -> Any:
+    def check_token(parts: Any, token: str) -> Any:
         seen.append(token)
-        return None if refuse[0] else original(parts, token)
+        return api.deps.Unauthorized("refused by the test") if refuse[0] else original(parts, token)
 
-    monkeypatch.setattr(api.deps, "authenticate", authenticate)
+    monkeypatch.setattr(api.deps, "check_token", check_token)
     body = multipart("notes.txt", b"Osmosis moves water across membranes. " * 50)
     assert (await call(application, upload_headers(len(body)), body)).status == 202
     assert seen[0] == TOKEN

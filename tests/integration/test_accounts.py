@@ -1,0 +1,155 @@
+"""Tenants and API keys on the real stack: `deckstream tenants add` two tenants, each uploads with
+its key and sees only its own documents, through the pipeline to a deck; a new key counts at
+once and a revoked one is refused within a deadline; keys and revocations outlive an API
+restart (they are on the accounts topic). Real broker, worker and API; the LLM simulator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bench.harness import start_sim
+from deckstream.client import DeckstreamClient
+from deckstream.stack import Stack, settings_env, start_api_for, start_stack
+from infra.llm.sim import SimConfig
+from infra.process import terminate, wait_until
+from tests.conftest import TOKEN, stack_settings
+
+pytestmark = pytest.mark.kafka
+# The API's feed reads the accounts topic live (50 ms fetches): a new or revoked key counts
+# within a second of the CLI's return (about 30 ms here).
+KEY_DEADLINE_S = 1.0
+NOTES = "Photosynthesis turns light into chemical energy. Chlorophyll absorbs red and blue light.\n"
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    proc, url = start_sim(SimConfig(latency_s=0.05, capacity=8))
+    yield url
+    terminate(proc)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_url: str) -> Iterator[Stack]:
+    llm = {"url": sim_url, "model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
+    home = tmp_path_factory.mktemp("accounts") / "home"
+    running = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm=llm), api=True)
+    yield running
+    running.stop()
+
+
+def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deckstream", *args],
+        env=settings_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def new_key(stack: Stack, *args: str) -> str:
+    """Run a command that prints a new key; the key (alone on stdout)."""
+    done = cli(stack, *args)
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert key.startswith("dsk_") and "\n" not in key, done.stdout
+    return key
+
+
+def answer(stack: Stack, key: str, path: str = "/v1/documents") -> httpx.Response:
+    assert stack.api_url is not None
+    return httpx.get(f"{stack.api_url}{path}", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+
+
+def until(stack: Stack, key: str, status: int, what: str) -> None:
+    """Wait (at most KEY_DEADLINE_S) until the API answers `key` with `status`."""
+    wait_until(lambda: answer(stack, key).status_code == status, KEY_DEADLINE_S, interval=0.02, what=what)
+
+
+def upload(stack: Stack, key: str, path: Path) -> str:
+    assert stack.api_url is not None
+    with DeckstreamClient(stack.api_url, key) as client:
+        r = client.upload(path)
+    assert r.status_code == 202, r.text
+    return str(r.json()["document_id"])
+
+
+def restart_api(stack: Stack) -> None:
+    api = next(p for p in stack.children if p.pid == stack.pids["api"])
+    terminate(api)
+    stack.children.remove(api)
+    stack.pids.pop("api")
+    stack.settings.api.port = 0
+    start_api_for(stack)
+
+
+def test_two_tenants_keys_isolation_revocation_and_a_restart(stack: Stack, tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    names = (f"school-a-{suffix}", f"school-b-{suffix}")
+    a_key = new_key(stack, "tenants", "add", names[0], "--label", "teacher")
+    b_key = new_key(stack, "tenants", "add", names[1])
+    until(stack, a_key, 200, "tenant A's new key to count")
+    until(stack, b_key, 200, "tenant B's new key to count")
+    duplicate = cli(stack, "tenants", "add", names[0].upper())
+    assert duplicate.returncode == 1 and "exists already" in duplicate.stderr, duplicate.stderr
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text(NOTES * 10)
+    a_doc, b_doc = upload(stack, a_key, notes), upload(stack, b_key, notes)
+    assert [d["document_id"] for d in answer(stack, a_key).json()] == [a_doc]
+    assert [d["document_id"] for d in answer(stack, b_key).json()] == [b_doc]
+    operator = {d["document_id"] for d in answer(stack, TOKEN).json()}
+    assert not operator & {a_doc, b_doc}  # the operator's key is the default tenant's, no superuser
+    for key, theirs in ((a_key, b_doc), (b_key, a_doc), (TOKEN, a_doc)):
+        for path in (f"/v1/documents/{theirs}", f"/v1/decks/{theirs}", f"/v1/documents/{theirs}/events"):
+            r = answer(stack, key, path)
+            assert r.status_code == 404 and r.json()["detail"] == f"no document {theirs}", (path, r.text)
+
+    # Through the pipeline: the worker's events keep the tenant, so A follows its document to
+    # its deck, and B still gets nothing of it.
+    assert stack.api_url is not None
+    with DeckstreamClient(stack.api_url, a_key) as client:
+        events = list(client.events(a_doc, timeout_s=120))
+        assert events[-1].event == "done" and events[-1].data["status"] == "completed", events[-3:]
+        assert client.deck(a_doc).json()["cards"]
+    assert answer(stack, b_key, f"/v1/decks/{a_doc}").status_code == 404
+    analytics = answer(stack, a_key, "/v1/analytics/panels")
+    assert analytics.status_code == 403 and "operators only" in analytics.json()["detail"]
+
+    listed = cli(stack, "tenants", "list")
+    assert listed.returncode == 0, listed.stderr
+    rows = {line.split("\t")[1]: line.split("\t") for line in listed.stdout.splitlines()[1:]}
+    assert {names[0], names[1], stack.settings.tenant} <= set(rows)
+    assert rows[names[0]][2:5] == ["1", "0", "0"]  # active, revoked, expired
+    keys = cli(stack, "keys", "list", names[1])
+    assert keys.returncode == 0, keys.stderr
+    ((b_key_id, b_tenant, *_),) = [line.split("\t") for line in keys.stdout.splitlines()[1:]]
+    assert b_key_id == b_key.split("_")[1] and b_tenant == rows[names[1]][0]
+    assert b_key.split("_", 2)[2] not in keys.stdout + listed.stdout
+
+    # A second key for A counts at once; B's key, revoked, is refused and says so.
+    a_second = new_key(stack, "keys", "add", names[0], "--label", "script", "--expires-days", "30")
+    until(stack, a_second, 200, "tenant A's second key to count")
+    revoked = cli(stack, "keys", "revoke", b_key_id, "--reason", "left")
+    assert revoked.returncode == 0 and revoked.stdout.split("\t")[0] == b_key_id, revoked.stderr
+    until(stack, b_key, 401, "tenant B's revoked key to be refused")
+    assert answer(stack, b_key).json()["detail"] == f"API key {b_key_id} is revoked"
+    again = cli(stack, "keys", "revoke", b_key_id)
+    assert again.returncode == 1 and "revoked already" in again.stderr
+    unknown = cli(stack, "keys", "revoke", "nosuchkey000")
+    assert unknown.returncode == 1 and "no API key 'nosuchkey000'" in unknown.stderr
+
+    # A restarted API rebuilds its keys from the topic: A's keys work, B's stays revoked.
+    restart_api(stack)
+    for key in (a_key, a_second):
+        assert [d["document_id"] for d in answer(stack, key).json()] == [a_doc]
+    refused = answer(stack, b_key)
+    assert refused.status_code == 401 and refused.json()["detail"] == f"API key {b_key_id} is revoked"
+    assert answer(stack, TOKEN).status_code == 200  # and the bootstrap token is still the operator's

@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -187,6 +188,7 @@ def pipeline_cost(rounds: int, flush_s: float) -> dict[str, Any]:
             with sim_stack(SIM, analytics=mode == "on", clickhouse={"flush_s": flush_s}) as run:
                 walls[mode].append(run_document(run.client, BOOK)["wall_s"])
     best = {mode: min(v) for mode, v in walls.items()}
+    median = {mode: statistics.median(v) for mode, v in walls.items()}
     return {
         "file": BOOK.name,
         "rounds": rounds,
@@ -195,6 +197,9 @@ def pipeline_cost(rounds: int, flush_s: float) -> dict[str, Any]:
         "best_off_s": round(best["off"], 3),
         "best_on_s": round(best["on"], 3),
         "added": round(best["on"] / best["off"] - 1, 3),
+        "median_off_s": round(median["off"], 3),
+        "median_on_s": round(median["on"], 3),
+        "added_median": round(median["on"] / median["off"] - 1, 3),
         "target_added": 0.05,
     }
 
@@ -202,7 +207,7 @@ def pipeline_cost(rounds: int, flush_s: float) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench analytics")
     parser.add_argument("--events", type=int, default=60_000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
         "--flush-s", type=float, default=1.0, help="the sink's flush interval in the pipeline runs"
     )

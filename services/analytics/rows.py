@@ -16,7 +16,6 @@ from services.events.models import (
     CardsGenerated,
     ChunkFailed,
     DeckAssembled,
-    DocumentProgress,
     DocumentUploaded,
     Event,
     ExtractionEnded,
@@ -82,24 +81,6 @@ def rows_of(event: Event) -> Iterator[tuple[str, Row]]:
                     "uploaded_at": at,
                     "model_requested": event.model or "",
                     "prompt_version_requested": event.prompt_version or "",
-                },
-            )
-    elif isinstance(event, DocumentProgress):
-        if event.kind == "done":
-            yield (
-                "outcomes",
-                {
-                    **ids,
-                    "tenant_id": event.tenant_id,
-                    "status": event.status,
-                    "created_at": when(event.created_at),
-                    "finished_at": at,
-                    "pages_total": event.pages_total,
-                    "chunks_total": max(event.chunks_total, 0),
-                    "chunks_done": event.chunks_done,
-                    "chunks_failed": event.chunks_failed,
-                    "cards": event.cards,
-                    "error": event.error or "",
                 },
             )
     elif isinstance(event, PageExtracted):
@@ -169,6 +150,24 @@ def rows_of(event: Event) -> Iterator[tuple[str, Row]]:
             },
         )
     elif isinstance(event, DeckAssembled):
+        # How the round ended: read here rather than from jobs.progress, whose every page and
+        # card event the sink would otherwise decode for this one row.
+        yield (
+            "outcomes",
+            {
+                **ids,
+                "tenant_id": event.tenant_id,
+                "status": event.status,
+                "created_at": when(event.created_at),
+                "finished_at": at,
+                "pages_total": event.pages_total,
+                "chunks_total": event.chunks_total,
+                "chunks_done": event.chunks_total - event.chunks_failed,
+                "chunks_failed": event.chunks_failed,
+                "cards": event.cards_written,
+                "error": event.error or "",
+            },
+        )
         yield (
             "decks",
             {

@@ -29,14 +29,14 @@ from services.events.models import decode
 
 log = structlog.get_logger(__name__)
 GROUP = "deckstream-analytics"
-# What analytics read: the record, the state topics, and the work topics that carry facts.
+# What analytics read: the uploads, the work topics that carry facts, the decks (how each round
+# ended) and the dead letters. Not jobs.progress: it repeats those facts for the clients.
 SOURCES = (
     topics.UPLOADED,
     topics.PAGES,
     topics.CARDS,
     topics.LLM_CALLS,
     topics.DECKS,
-    topics.PROGRESS,
     topics.DEAD_LETTERS,
 )
 RETRY_CAP_S = 30.0
@@ -51,6 +51,10 @@ class Batch:
         self.count = 0
         self.since: float | None = None  # when the oldest waiting record was read
         self.skipped = 0  # records that could not be decoded (their stage dead-letters them)
+
+    def add_all(self, records: list[Any]) -> None:
+        for record in records:
+            self.add(record)
 
     def add(self, record: Any) -> None:
         if self.since is None:
@@ -158,9 +162,9 @@ class AnalyticsSink:
             records = await self._consumer.getmany(
                 timeout_ms=wait_ms, max_records=self.batch_rows - batch.count
             )
-            for part in records.values():
-                for record in part:
-                    batch.add(record)
+            if records:
+                # Decoding a fetch takes tens of milliseconds: off the loop, which serves SSE.
+                await asyncio.to_thread(batch.add_all, [r for part in records.values() for r in part])
             self.waiting = batch.count
             due = batch.since is not None and time.monotonic() - batch.since >= self.flush_s
             if batch.count >= self.batch_rows or due:
@@ -174,6 +178,7 @@ class AnalyticsSink:
             while True:
                 try:
                     await asyncio.to_thread(self.store.insert, table, rows)
+                    self.error = None  # ClickHouse takes inserts again
                     break
                 except Exception as exc:
                     self.error = f"{type(exc).__name__}: {exc}"
@@ -182,7 +187,6 @@ class AnalyticsSink:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, RETRY_CAP_S)
-        self.error = None
         self.skipped += batch.skipped
         if batch.offsets:
             offsets = {tp: OffsetAndMetadata(off, "") for tp, off in batch.offsets.items()}

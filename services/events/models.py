@@ -155,6 +155,11 @@ class DeckAssembled(Event):
     chunks_failed: int
     failures: list[ChunkFailure]
     duplicates: list[str] = []  # card ids left out as near-duplicates (added in the second schema)
+    # How the document's round ended (added in the third schema: analytics read them here)
+    pages_total: int = 0
+    cards_written: int = 0
+    created_at: int = 0
+    error: str | None = None
 
 
 class PageInfo(BaseModel):

@@ -58,4 +58,8 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
         chunks_failed=len(st.failed),
         failures=deck.failures,
         duplicates=[c.card_id for c in every if c.card_id not in kept],
+        pages_total=st.pages_total,
+        cards_written=st.cards,
+        created_at=st.created_at,
+        error=st.error,
     )

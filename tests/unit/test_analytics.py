@@ -114,8 +114,11 @@ def a_small_run() -> list[Event]:
             chunks_failed=1,
             failures=[],
             duplicates=["c9"],
+            pages_total=3,
+            cards_written=2,
+            created_at=now - 5000,
         ),
-        progress(
+        progress(  # the clients' view: analytics read the deck instead
             "doc", "partial", tenant="t", kind="done", created_at=now - 5000, chunks_failed=1, progress=1.0
         ),
         RecordRejected(
@@ -313,3 +316,13 @@ def test_the_grafana_provisioning_and_dashboards_agree() -> None:
             assert (target["format"], target["queryType"]) == (
                 (0, "timeseries") if timeseries else (1, "table")
             )
+
+
+def test_how_a_round_ended_is_read_from_its_deck(store: AnalyticsStore) -> None:
+    store.migrate()
+    load(store, a_small_run())
+    (row,) = store.query(
+        "SELECT status, pages_total, chunks_done, chunks_failed, cards, "
+        "dateDiff('millisecond', created_at, finished_at) FROM deckstream.outcomes FINAL"
+    ).rows
+    assert row[:5] == ["partial", 3, 1, 1, 2] and 4000 <= row[5] <= 6000

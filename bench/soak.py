@@ -143,8 +143,10 @@ def main() -> None:
         uploads.start()
         kills: list[str] = []
         deadline = time.monotonic() + args.minutes * 60
+        api_rss: list[tuple[int, float | None]] = []  # (documents accepted, the API's RSS): its trend
         while (left := deadline - time.monotonic()) > 0:
             time.sleep(min(left, rng.uniform(20, 40)))  # the soak's pace, not a wait for a condition
+            api_rss.append((len(uploads.accepted), rss_mb(api_pid)))
             if time.monotonic() < deadline:
                 kills.append(chaos(stack, home, rng))
         uploads.stop.set()
@@ -181,6 +183,7 @@ def main() -> None:
             "upload_p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else -1,
             "upload_p99_ms": round(_pct(latencies, 99) * 1000, 1),
             "rss_mb": {"after_warm_up": start_rss, "end": end_rss, "worker_restarted": "worker" in kills},
+            "api_rss_mb_by_documents": api_rss,
             # Why documents did not complete: what to look into.
             "not_completed": [
                 {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -9,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from services.errors import DeckstreamError, Refused
+from services.errors import DeckstreamError, RateLimited, Refused
 
 PROBLEM = "application/problem+json"
 TITLES = {
@@ -49,6 +50,21 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
+def rate_limited(request: Request, exc: RateLimited) -> JSONResponse:
+    """429 (or 503 for a limit of the server's own) with ``Retry-After`` in whole seconds, and
+    the limit's name in the body."""
+    wait = max(1, math.ceil(exc.retry_after_s))
+    return problem(
+        request,
+        exc.http_status,
+        exc.reason,
+        exc.code,
+        {"Retry-After": str(wait)},
+        limit=exc.limit,
+        retry_after_s=wait,
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -56,6 +72,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> JSONResponse:
+        if isinstance(exc, RateLimited):
+            return rate_limited(request, exc)
         return problem(request, exc.http_status, exc.reason, exc.code)
 
     @app.exception_handler(DeckstreamError)

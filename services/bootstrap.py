@@ -26,6 +26,7 @@ from services.handlers.write_cards import WriteChunkCards
 from services.llm.breaker import CircuitBreaker
 from services.llm.connection import LLMConnection
 from services.llm.scheduler import InflightScheduler
+from services.quotas import Quotas
 from services.settings import Settings
 from services.storage.api_token import load_or_create_token
 from services.storage.blobs import BlobStore, LocalBlobStore
@@ -109,6 +110,7 @@ class ApiParts:
     views: DocumentViews
     upload: AcceptUpload
     accounts: KeyStore  # the tenants' API keys, kept up to date by the feed
+    quotas: Quotas  # the tenants' limits, counted in this process
     analytics: Analytics | None = None  # the sink and the store's owner (DECKSTREAM_CLICKHOUSE_ENABLED)
 
 
@@ -146,5 +148,6 @@ def build_api(
         views=feed.views,
         upload=AcceptUpload(settings=settings, blobs=blobs, publisher=publisher, views=feed.views),
         accounts=feed.accounts,
+        quotas=Quotas(settings.quotas, settings.api.max_subscribers),
         analytics=analytics,
     )

@@ -12,7 +12,9 @@
           │    │    ├── CorruptFile
           │    │    └── InvalidOptions
           │    ├── DocumentNotFound   (also another tenant's document)
-          │    └── Conflict           not in this state (``code`` says which)
+          │    ├── Conflict           not in this state (``code`` says which)
+          │    └── RateLimited        a tenant over one of its limits (429, ``limit`` says which)
+          │         └── AtCapacity    the server over a limit of its own (503)
           ├── BadModelOutput     the LLM answered, but not with usable cards
           │    └── UnreadableOutput   one answer held no readable card (bad JSON, no Q:/A:)
           │         └── RepairNeeded  …so the card writer asks once more, at once
@@ -102,6 +104,25 @@ class DocumentNotFound(Refused):
 class Conflict(Refused):
     code = "conflict"
     http_status = 409
+
+
+class RateLimited(Refused):
+    """A tenant over one of its limits (``limit``: the setting's name, e.g. ``uploads_per_minute``);
+    the request may be made again in ``retry_after_s`` seconds (the API's ``Retry-After``)."""
+
+    code = "rate-limited"
+    http_status = 429
+
+    def __init__(self, limit: str, retry_after_s: float, reason: str, code: str | None = None) -> None:
+        super().__init__(reason, code)
+        self.limit, self.retry_after_s = limit, retry_after_s
+
+
+class AtCapacity(RateLimited):
+    """The server over a limit of its own, shared by every tenant (e.g. ``max_subscribers``)."""
+
+    code = "at-capacity"
+    http_status = 503
 
 
 class BadModelOutput(PermanentError):

@@ -117,6 +117,17 @@ class ApiSettings(BaseModel):
     max_subscribers: int = 1000
 
 
+class QuotaSettings(BaseModel):
+    """Each tenant's limits, counted per API process; 0: unlimited. The operator's key (the
+    bootstrap token) is not held to them. The server-wide cap on event streams is
+    ``api.max_subscribers``."""
+
+    uploads_per_minute: int = Field(30, ge=0, description="uploads a tenant may make in any 60 s")
+    documents_in_flight: int = Field(20, ge=0, description="a tenant's documents not yet finished")
+    pages_per_day: int = Field(5000, ge=0, description="pages of a tenant's documents uploaded in 24 h")
+    sse_streams: int = Field(50, ge=0, description="event streams a tenant may hold open at once")
+
+
 class ClickHouseSettings(BaseModel):
     # None: chDB (in-process ClickHouse) under home/analytics, owned by the API process; else a
     # ClickHouse server, e.g. http://user:password@host:8123.
@@ -153,6 +164,7 @@ class Settings(BaseSettings):
     chunks: ChunkSettings = ChunkSettings()
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
+    quotas: QuotaSettings = QuotaSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, DocumentDep, PartsDep
@@ -14,6 +14,11 @@ from services.handlers import control, generations
 from services.handlers import documents as queries
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"])
+
+
+def within_quotas(parts: PartsDep, caller: CallerDep) -> None:
+    """The caller's tenant under its upload limits (services.quotas), else a 429."""
+    parts.quotas.admit_upload(parts.views, caller.tenant_id, exempt=caller.operator)
 
 
 class Accepted(BaseModel):
@@ -77,7 +82,8 @@ class Promote(BaseModel):
     "",
     status_code=202,
     response_model=Accepted,
-    responses={400: {}, 401: {}, 411: {}, 413: {}, 415: {}, 422: {}},
+    responses={400: {}, 401: {}, 411: {}, 413: {}, 415: {}, 422: {}, 429: {}},
+    dependencies=[Depends(within_quotas)],
 )
 async def upload(
     request: Request,

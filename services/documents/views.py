@@ -20,6 +20,7 @@ import asyncio
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
+from services.errors import AtCapacity, RateLimited
 from services.events.models import (
     DeckAssembled,
     DocumentProgress,
@@ -31,6 +32,7 @@ from services.events.models import (
 LOG_LIMIT = 20_000  # client events kept per running document for replay
 QUEUE_LIMIT = 1024
 KEEP_DONE = 256  # done documents whose events stay in memory
+STREAM_RETRY_S = 5.0  # how soon a stream refused for a cap may be asked for again
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +193,32 @@ class DocumentViews:
     def subscribers(self) -> int:
         return sum(len(v.subscribers) for v in self.docs.values())
 
-    def subscribe(self, document_id: str) -> Subscription:
+    def subscribers_of(self, tenant_id: str) -> int:
+        return sum(len(v.subscribers) for v in self.docs.values() if v.snapshot.tenant_id == tenant_id)
+
+    def subscribe(
+        self, document_id: str, *, tenant_cap: int = 0, total_cap: int | None = None
+    ) -> Subscription:
+        """A queue of the document's events from now on. The caps are checked and the new
+        subscriber counted in this one synchronous step on the event loop, so concurrent requests
+        cannot slip past them: ``total_cap`` streams in all (None: no cap) else `AtCapacity`,
+        ``tenant_cap`` streams of the document's tenant (0: no cap) else `RateLimited`."""
+        view = self.docs[document_id]
+        if total_cap is not None and self.subscribers() >= total_cap:
+            raise AtCapacity(
+                "max_subscribers",
+                STREAM_RETRY_S,
+                "too many open event streams; try again shortly",
+                "too-many-streams",
+            )
+        if tenant_cap and self.subscribers_of(view.snapshot.tenant_id) >= tenant_cap:
+            raise RateLimited(
+                "sse_streams",
+                STREAM_RETRY_S,
+                f"your tenant has {tenant_cap} event streams open, its limit: close one first",
+            )
         q: Subscription = asyncio.Queue(maxsize=QUEUE_LIMIT)
-        self.docs[document_id].subscribers.add(q)
+        view.subscribers.add(q)
         return q
 
     def unsubscribe(self, document_id: str, q: Subscription) -> None:

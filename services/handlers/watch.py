@@ -16,7 +16,7 @@ from typing import Any
 
 from services.documents.decks import card_to_json, collect_cards, load_deck
 from services.documents.ledger import load_ledger
-from services.documents.views import DocumentView, DocumentViews, Position
+from services.documents.views import DocumentView, DocumentViews, Position, Subscription
 from services.errors import Refused
 from services.events.models import DocumentProgress
 from services.storage.blobs import BlobStore
@@ -85,11 +85,18 @@ async def told_again(blobs: BlobStore, view: DocumentView) -> list[tuple[int, st
 
 
 async def watch(
-    views: DocumentViews, blobs: BlobStore, document_id: str, cursor: Cursor
+    views: DocumentViews,
+    blobs: BlobStore,
+    document_id: str,
+    cursor: Cursor,
+    queue: Subscription | None = None,
 ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     """(id, name, data) for each client event after `cursor`; ends after `done`, or when the
-    reader lags or the server stops (the client then resumes from its last id)."""
-    queue = views.subscribe(document_id)  # before the replay, so nothing falls in between
+    reader lags or the server stops (the client then resumes from its last id). ``queue``: a
+    subscription already made (the API makes it within its caps before it answers); it is
+    ended here. Events both in it and in the replay are told once."""
+    if queue is None:
+        queue = views.subscribe(document_id)  # before the replay, so nothing falls in between
     last = cursor
     try:
         view = views.docs[document_id]

@@ -100,7 +100,9 @@ class WriteChunkCards:
         # rebalance or a shutdown waits for every chunk an actor holds) hands the chunk back
         # instead: otherwise an LLM outage would hold up the whole group until it was over.
         try:
-            admitted = await admit(self.scheduler, self.breaker, ev.document_id, priority, give_up=give_up)
+            admitted = await admit(
+                self.scheduler, self.breaker, ev.document_id, priority, give_up=give_up, tenant=ev.tenant_id
+            )
         except Exception as exc:
             job.bound.exception("chunk admission crashed")
             return self._failed(job, f"internal error: {type(exc).__name__}: {exc}", "internal")

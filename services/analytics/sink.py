@@ -126,10 +126,17 @@ class AnalyticsSink:
         finally:
             self._running.set()
 
+    def caught_up(self) -> bool:
+        """Every partition assigned, fetched at least once, and read to its end (a partition the
+        sink has not fetched yet has no known end: not caught up)."""
+        assigned = self._consumer.assignment()
+        return bool(assigned) and len(self.lag()) == len(assigned) and not any(self.lag().values())
+
     def status(self) -> dict[str, Any]:
         """What /readyz shows of the sink."""
         stats = self.store.stats
         return {
+            "caught_up": self.caught_up() and self.waiting == 0,
             "lag": sum(self.lag().values()),
             "waiting": self.waiting,
             "rows": stats.rows,

@@ -24,6 +24,8 @@ from services.events.models import AccountEvent, RecordRejected, decode, rejecte
 
 log = structlog.get_logger(__name__)
 STAGE = "api"
+# Topics the API reads but a worker's stage owns: that stage sends their dead letters.
+READ_ONLY = frozenset({topics.UPLOADED.name})
 Reject = Callable[[RecordRejected], Awaitable[None]]
 
 
@@ -123,6 +125,9 @@ class ProgressFeed:
         try:
             self.apply(message.topic, Position(message.partition, message.offset), message.value)
         except Exception as exc:
+            if message.topic in READ_ONLY:  # the worker's stage reads it too, and reports it
+                log.warning("undecodable record left out", topic=message.topic, offset=message.offset)
+                return
             letter = rejected(message, stage=STAGE, reason=f"undecodable value: {type(exc).__name__}: {exc}")
             if self.reject is not None:
                 await self.reject(letter)

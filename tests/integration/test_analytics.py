@@ -67,8 +67,7 @@ def settled(client: DeckstreamClient) -> None:
     """Wait until the sink has read and inserted everything the run produced."""
 
     def caught_up() -> bool:
-        sink = client.http.get("/readyz").json()["analytics"]
-        return sink["lag"] == 0 and sink["waiting"] == 0
+        return bool(client.http.get("/readyz").json()["analytics"]["caught_up"])
 
     wait_until(caught_up, 60, interval=0.2, what="the analytics sink to catch up")
 

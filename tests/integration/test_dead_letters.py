@@ -31,7 +31,7 @@ READ_BY_THE_WORKER = (
     topics.CARDS,
     topics.CONTROL,
 )
-READ_BY_THE_API = (topics.PROGRESS, topics.DECKS)
+READ_BY_THE_API = (topics.PROGRESS, topics.DECKS, topics.GENERATIONS, topics.ACCOUNTS)
 
 
 @pytest.fixture(scope="module")

@@ -33,14 +33,14 @@ async def _llm_ok(http: httpx.AsyncClient, url: str | None) -> str | None:
     return f"no health endpoint answered at {url}"
 
 
-def _analytics(parts: Any) -> dict[str, Any]:
+async def _analytics(parts: Any) -> dict[str, Any]:
     """The analytics sink's progress, or why analytics are off (they never make the API unready)."""
     analytics = parts.analytics
     if analytics is None:
         return {"status": "off"}
     if analytics.sink is None:
         return {"status": analytics.error or "starting"}
-    return {"status": "ok", **analytics.sink.status()}
+    return {"status": "ok", **(await analytics.sink.status())}
 
 
 @router.get("/readyz")
@@ -58,7 +58,7 @@ async def readyz(request: Request, parts: PartsDep) -> JSONResponse:
             "status": "ready" if ok else "not ready",
             "checks": checks,
             "dead_letters": parts.feed.dead_letters(),
-            "analytics": _analytics(parts),
+            "analytics": await _analytics(parts),
         },
         status_code=200 if ok else 503,
     )

@@ -98,6 +98,7 @@ class AnalyticsSink:
         self._idle = asyncio.Event()  # set while paused with nothing waiting
         self.flushes = 0
         self.waiting = 0  # rows read and not inserted yet
+        self.reading = 0  # records fetched and not yet turned into rows
         self.skipped = 0
         self.error: str | None = None  # the last insert error, while it lasts
 
@@ -126,17 +127,24 @@ class AnalyticsSink:
         finally:
             self._running.set()
 
-    def caught_up(self) -> bool:
-        """Every partition assigned, fetched at least once, and read to its end (a partition the
-        sink has not fetched yet has no known end: not caught up)."""
-        assigned = self._consumer.assignment()
-        return bool(assigned) and len(self.lag()) == len(assigned) and not any(self.lag().values())
+    async def caught_up(self) -> bool:
+        """Everything the topics held a moment ago is in the tables: every assigned partition
+        read to its end offset as the broker gives it now (not as the last fetch saw it), and
+        nothing read but not inserted."""
+        assigned = list(self._consumer.assignment())
+        if not assigned:
+            return False
+        ends = await self._consumer.end_offsets(assigned)
+        for tp in assigned:
+            if await self._consumer.position(tp) < ends[tp]:
+                return False
+        return self.reading == 0 and self.waiting == 0
 
-    def status(self) -> dict[str, Any]:
+    async def status(self) -> dict[str, Any]:
         """What /readyz shows of the sink."""
         stats = self.store.stats
         return {
-            "caught_up": self.caught_up() and self.waiting == 0,
+            "caught_up": await self.caught_up(),
             "lag": sum(self.lag().values()),
             "waiting": self.waiting,
             "rows": stats.rows,
@@ -169,10 +177,12 @@ class AnalyticsSink:
             records = await self._consumer.getmany(
                 timeout_ms=wait_ms, max_records=self.batch_rows - batch.count
             )
-            if records:
+            fetched = [r for part in records.values() for r in part]
+            self.reading = len(fetched)  # read (the position moved on), not yet counted below
+            if fetched:
                 # Decoding a fetch takes tens of milliseconds: off the loop, which serves SSE.
-                await asyncio.to_thread(batch.add_all, [r for part in records.values() for r in part])
-            self.waiting = batch.count
+                await asyncio.to_thread(batch.add_all, fetched)
+            self.reading, self.waiting = 0, batch.count
             due = batch.since is not None and time.monotonic() - batch.since >= self.flush_s
             if batch.count >= self.batch_rows or due:
                 await self._flush(batch)

@@ -60,7 +60,9 @@ def step_s(from_ms: int, to_ms: int, points: int = 60) -> int:
 
 def expand(sql: str, *, database: str, from_ms: int, to_ms: int) -> str:
     """The SQL with ${database} and the Grafana ClickHouse macros this project uses filled in."""
-    f, t, step = from_ms // 1000, to_ms // 1000, step_s(from_ms, to_ms)
+    # Whole seconds, as Grafana's macros have them: the end rounded up, or the last second's
+    # events (times carry milliseconds) would fall outside the range.
+    f, t, step = from_ms // 1000, -(-to_ms // 1000), step_s(from_ms, to_ms)
     funcs = {
         "timeFilter": lambda c: f"{c} >= toDateTime({f}) AND {c} <= toDateTime({t})",
         "timeInterval": lambda c: f"toStartOfInterval(toDateTime({c}), INTERVAL {step} second)",

@@ -326,3 +326,20 @@ def test_how_a_round_ended_is_read_from_its_deck(store: AnalyticsStore) -> None:
         "dateDiff('millisecond', created_at, finished_at) FROM deckstream.outcomes FINAL"
     ).rows
     assert row[:5] == ["partial", 3, 1, 1, 2] and 4000 <= row[5] <= 6000
+
+
+def test_the_range_ends_after_the_last_milliseconds(store: AnalyticsStore) -> None:
+    """An event in the current second is in a range that ends now (the end rounds up)."""
+    store.migrate()
+    now = int(time.time() * 1000)
+    page = PageExtracted(
+        **IDS, number=1, label="1", section=[], text="x", method="text", tokens=1, occurred_at=now
+    )
+    load(store, [page])
+    sql = expand(
+        "SELECT count() FROM ${database}.pages FINAL WHERE $__timeFilter(extracted_at)",
+        database="deckstream",
+        from_ms=now - 60_000,
+        to_ms=now,
+    )
+    assert store.query(sql).rows == [[1]]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +12,9 @@ import pytest
 
 from deckstream.client import DeckstreamClient, SSEEvent
 from deckstream.corpus import CORPUS
-from deckstream.stack import Stack
+from deckstream.stack import Stack, settings_env, start_api_for, start_stack
+from infra.llm.sim import SimConfig
+from infra.process import terminate
 from services.settings import Settings
 
 TOKEN = "test-token-" + "x" * 16
@@ -104,6 +108,53 @@ def stack_settings(home: Path, bootstrap: str, llm_url: str, **overrides: object
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+@pytest.fixture(scope="module")
+def sim_url() -> Iterator[str]:
+    """`deckstream llm sim` (8 slots, 50 ms a call) for one test module."""
+    from bench.harness import start_sim
+
+    proc, url = start_sim(SimConfig(latency_s=0.05, capacity=8))
+    yield url
+    terminate(proc)
+
+
+@pytest.fixture(scope="module")
+def stack(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka_bootstrap: str,
+    sim_url: str,
+) -> Iterator[Stack]:
+    """A worker and API on the session's broker, writing cards with the module's simulator (a
+    module may define its own `stack`)."""
+    llm = {"url": sim_url, "model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
+    home = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1]) / "home"
+    running = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm=llm), api=True)
+    yield running
+    running.stop()
+
+
+def run_cli(stack: Stack, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    """`deckstream ARGS` with the stack's settings; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "deckstream", *args],
+        env=settings_env(stack.settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+def restart_api(stack: Stack) -> None:
+    """Stop the stack's API and start a new one on the same home (a new port)."""
+    api = next(p for p in stack.children if p.pid == stack.pids["api"])
+    terminate(api)
+    stack.children.remove(api)
+    stack.pids.pop("api")
+    stack.settings.api.port = 0
+    start_api_for(stack)
 
 
 @pytest.fixture()

@@ -5,21 +5,16 @@ restart (they are on the accounts topic). Real broker, worker and API; the LLM s
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from bench.harness import start_sim
 from deckstream.client import DeckstreamClient
-from deckstream.stack import Stack, settings_env, start_api_for, start_stack
-from infra.llm.sim import SimConfig
-from infra.process import terminate, wait_until
-from tests.conftest import TOKEN, stack_settings
+from deckstream.stack import Stack
+from infra.process import wait_until
+from tests.conftest import TOKEN, restart_api, run_cli
 
 pytestmark = pytest.mark.kafka
 # The API's feed reads the accounts topic live (50 ms fetches): a new or revoked key counts
@@ -28,35 +23,9 @@ KEY_DEADLINE_S = 1.0
 NOTES = "Photosynthesis turns light into chemical energy. Chlorophyll absorbs red and blue light.\n"
 
 
-@pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    proc, url = start_sim(SimConfig(latency_s=0.05, capacity=8))
-    yield url
-    terminate(proc)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_url: str) -> Iterator[Stack]:
-    llm = {"url": sim_url, "model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
-    home = tmp_path_factory.mktemp("accounts") / "home"
-    running = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm=llm), api=True)
-    yield running
-    running.stop()
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deckstream", *args],
-        env=settings_env(stack.settings),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def new_key(stack: Stack, *args: str) -> str:
     """Run a command that prints a new key; the key (alone on stdout)."""
-    done = cli(stack, *args)
+    done = run_cli(stack, *args, timeout_s=120)
     assert done.returncode == 0, done.stderr
     key = done.stdout.strip()
     assert key.startswith("dsk_") and "\n" not in key, done.stdout
@@ -81,15 +50,6 @@ def upload(stack: Stack, key: str, path: Path) -> str:
     return str(r.json()["document_id"])
 
 
-def restart_api(stack: Stack) -> None:
-    api = next(p for p in stack.children if p.pid == stack.pids["api"])
-    terminate(api)
-    stack.children.remove(api)
-    stack.pids.pop("api")
-    stack.settings.api.port = 0
-    start_api_for(stack)
-
-
 def test_two_tenants_keys_isolation_revocation_and_a_restart(stack: Stack, tmp_path: Path) -> None:
     suffix = uuid.uuid4().hex[:6]
     names = (f"school-a-{suffix}", f"school-b-{suffix}")
@@ -97,7 +57,7 @@ def test_two_tenants_keys_isolation_revocation_and_a_restart(stack: Stack, tmp_p
     b_key = new_key(stack, "tenants", "add", names[1])
     until(stack, a_key, 200, "tenant A's new key to count")
     until(stack, b_key, 200, "tenant B's new key to count")
-    duplicate = cli(stack, "tenants", "add", names[0].upper())
+    duplicate = run_cli(stack, "tenants", "add", names[0].upper(), timeout_s=120)
     assert duplicate.returncode == 1 and "exists already" in duplicate.stderr, duplicate.stderr
 
     notes = tmp_path / "notes.txt"
@@ -123,12 +83,12 @@ def test_two_tenants_keys_isolation_revocation_and_a_restart(stack: Stack, tmp_p
     analytics = answer(stack, a_key, "/v1/analytics/panels")
     assert analytics.status_code == 403 and "operators only" in analytics.json()["detail"]
 
-    listed = cli(stack, "tenants", "list")
+    listed = run_cli(stack, "tenants", "list", timeout_s=120)
     assert listed.returncode == 0, listed.stderr
     rows = {line.split("\t")[1]: line.split("\t") for line in listed.stdout.splitlines()[1:]}
     assert {names[0], names[1], stack.settings.tenant} <= set(rows)
     assert rows[names[0]][2:5] == ["1", "0", "0"]  # active, revoked, expired
-    keys = cli(stack, "keys", "list", names[1])
+    keys = run_cli(stack, "keys", "list", names[1], timeout_s=120)
     assert keys.returncode == 0, keys.stderr
     ((b_key_id, b_tenant, *_),) = [line.split("\t") for line in keys.stdout.splitlines()[1:]]
     assert b_key_id == b_key.split("_")[1] and b_tenant == rows[names[1]][0]
@@ -137,13 +97,13 @@ def test_two_tenants_keys_isolation_revocation_and_a_restart(stack: Stack, tmp_p
     # A second key for A counts at once; B's key, revoked, is refused and says so.
     a_second = new_key(stack, "keys", "add", names[0], "--label", "script", "--expires-days", "30")
     until(stack, a_second, 200, "tenant A's second key to count")
-    revoked = cli(stack, "keys", "revoke", b_key_id, "--reason", "left")
+    revoked = run_cli(stack, "keys", "revoke", b_key_id, "--reason", "left", timeout_s=120)
     assert revoked.returncode == 0 and revoked.stdout.split("\t")[0] == b_key_id, revoked.stderr
     until(stack, b_key, 401, "tenant B's revoked key to be refused")
     assert answer(stack, b_key).json()["detail"] == f"API key {b_key_id} is revoked"
-    again = cli(stack, "keys", "revoke", b_key_id)
+    again = run_cli(stack, "keys", "revoke", b_key_id, timeout_s=120)
     assert again.returncode == 1 and "revoked already" in again.stderr
-    unknown = cli(stack, "keys", "revoke", "nosuchkey000")
+    unknown = run_cli(stack, "keys", "revoke", "nosuchkey000", timeout_s=120)
     assert unknown.returncode == 1 and "no API key 'nosuchkey000'" in unknown.stderr
 
     # A restarted API rebuilds its keys from the topic: A's keys work, B's stays revoked.

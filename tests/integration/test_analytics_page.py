@@ -16,12 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, Request, sync_playwright
 
-from bench.harness import start_sim
 from deckstream.client import DeckstreamClient
-from deckstream.stack import Stack, start_stack
-from infra.llm.sim import SimConfig
-from infra.process import terminate, wait_until
-from tests.conftest import TOKEN, corpus_file, stack_settings
+from deckstream.stack import Stack
+from infra.process import wait_until
+from tests.conftest import TOKEN, corpus_file
 
 pytestmark = pytest.mark.kafka
 CHROMIUM = Path("/usr/bin/chromium")
@@ -55,22 +53,6 @@ PANELS = """() => [...document.querySelectorAll("[data-panel]")].map((p) => ({
   rows: p.querySelectorAll(".plot table tbody tr").length,
   text: p.querySelector(".plot")?.textContent ?? "",
 }))"""
-
-
-@pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    proc, url = start_sim(SimConfig(latency_s=0.05, capacity=8))
-    yield url
-    terminate(proc)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_url: str) -> Iterator[Stack]:
-    llm = {"url": sim_url, "model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
-    home = tmp_path_factory.mktemp("analytics-page") / "home"
-    running = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm=llm), api=True)
-    yield running
-    running.stop()
 
 
 def titled(panels: list[dict[str, Any]], words: str) -> dict[str, Any]:

@@ -5,40 +5,19 @@ restart. Real broker, worker and API; the LLM simulator counts the calls."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from bench.harness import start_sim
 from deckstream.client import DeckstreamClient
-from deckstream.stack import Stack, settings_env, start_api_for, start_stack
-from infra.llm.sim import SimConfig
-from infra.process import terminate, wait_until
-from tests.conftest import TOKEN, corpus_file, stack_settings
+from deckstream.stack import Stack
+from infra.process import wait_until
+from tests.conftest import TOKEN, corpus_file, restart_api, run_cli
 
 pytestmark = pytest.mark.kafka
 TERMINAL = ("completed", "partial", "failed", "cancelled")
 DOCUMENT = "bee4750_syllabus.docx"
-
-
-@pytest.fixture(scope="module")
-def sim_url() -> Iterator[str]:
-    proc, url = start_sim(SimConfig(latency_s=0.05, capacity=8))
-    yield url
-    terminate(proc)
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_url: str) -> Iterator[Stack]:
-    llm = {"url": sim_url, "model": "deckstream-sim", "profile": "chat", "max_in_flight": 8}
-    home = tmp_path_factory.mktemp("replay") / "home"
-    running = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm=llm), api=True)
-    yield running
-    running.stop()
 
 
 def served(sim_url: str) -> dict[str, Any]:
@@ -55,16 +34,6 @@ def generation_done(client: DeckstreamClient, doc: str, generation: int) -> dict
         return row if row is not None and row["status"] in TERMINAL and row["progress"] == 1.0 else None
 
     return wait_until(check, 120, interval=0.2, what=f"generation {generation} of {doc} to be assembled")
-
-
-def cli(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "deckstream", *args],
-        env=settings_env(stack.settings),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
 
 
 def test_replay_compare_and_promote(stack: Stack, sim_url: str) -> None:
@@ -120,16 +89,16 @@ def test_replay_compare_and_promote(stack: Stack, sim_url: str) -> None:
         assert [g["current"] for g in rows["generations"]] == [False, False, True]
 
         # The CLI: a replay with another model follows it to the end, then compare and promote.
-        done = cli(stack, "replay", "--documents", doc, "--model", "another-model", "--timeout", "120")
+        done = run_cli(stack, "replay", "--documents", doc, "--model", "another-model", "--timeout", "120")
         assert done.returncode == 0, done.stderr
         assert done.stdout.split("\t")[:3] == [doc, "4", "completed"], done.stdout
         assert served(sim_url)["served_by_model"].get("another-model", 0) > 0
-        table = cli(stack, "generations", doc)
+        table = run_cli(stack, "generations", doc)
         assert table.returncode == 0, table.stderr
         lines = [line.split("\t") for line in table.stdout.splitlines()]
         assert [line[1] for line in lines[1:]] == ["1", "2", "3", "4"] and lines[3][0] == "*"
         assert "another-model" in lines[4]
-        promoted = cli(stack, "promote", doc, "--generation", "4")
+        promoted = run_cli(stack, "promote", doc, "--generation", "4")
         assert promoted.returncode == 0, promoted.stderr
         wait_until(
             lambda: client.deck(doc).json()["generation"] == 4, 30, interval=0.2, what="the CLI's promotion"
@@ -150,11 +119,11 @@ def test_what_cannot_be_reprocessed_or_promoted_is_refused_with_the_reason(stack
         generation_done(client, doc, 1)
         assert client.http.post("/v1/documents/not-a-document/reprocess").status_code == 404
         # The CLI says the same.
-        unknown = cli(stack, "promote", "not-a-document")
+        unknown = run_cli(stack, "promote", "not-a-document")
         assert unknown.returncode == 1 and "no document not-a-document" in unknown.stderr
-        nothing = cli(stack, "replay", "--documents", "not-a-document")
+        nothing = run_cli(stack, "replay", "--documents", "not-a-document")
         assert nothing.returncode == 1 and "not in the log" in nothing.stderr
-        wrong = cli(stack, "replay", "--documents", doc, "--prompt-version", "v99")
+        wrong = run_cli(stack, "replay", "--documents", doc, "--prompt-version", "v99")
         assert wrong.returncode == 1 and "no prompt version" in wrong.stderr
 
 
@@ -167,12 +136,7 @@ def test_the_current_generation_survives_an_api_restart(stack: Stack) -> None:
         generation_done(client, doc, 2)
         assert client.http.post(f"/v1/documents/{doc}/promote", json={"generation": 2}).status_code == 200
         before = client.http.get(f"/v1/documents/{doc}/generations").json()
-    api = next(p for p in stack.children if p.pid == stack.pids["api"])
-    terminate(api)
-    stack.children.remove(api)
-    stack.pids.pop("api")
-    stack.settings.api.port = 0
-    start_api_for(stack)
+    restart_api(stack)
     with DeckstreamClient(stack.api_url, TOKEN, timeout_s=30) as client:
         after = client.http.get(f"/v1/documents/{doc}/generations").json()
         assert after == before and after["current"] == 2

@@ -37,6 +37,12 @@ class Caller:
     tenant_id: str
     key_id: str
     operator: bool = False
+    user_id: str | None = None  # signed in with a password (a session); None: an API key
+
+    @property
+    def subject(self) -> str:
+        """Who acts, for the events they cause and their own study state: user:<id> or key:<id>."""
+        return f"user:{self.user_id}" if self.user_id else f"key:{self.key_id}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,6 +270,70 @@ class ApiKeyRevoked(AccountEvent):
     revoked_by: str
 
 
+class UserCreated(AccountEvent):
+    """An account for signing in to the web page: only an argon2id hash of the password."""
+
+    name = "UserCreated"
+    user_id: str
+    username: str
+    password_hash: str
+    created_by: str
+
+
+class UserDisabled(AccountEvent):
+    name = "UserDisabled"
+    user_id: str
+    disabled_by: str
+
+
+class SessionStarted(AccountEvent):
+    """A sign-in (the audit trail's too): only the SHA-256 of the cookie's secret."""
+
+    name = "SessionStarted"
+    session_id: str
+    sha256: str
+    subject: str  # user:<user_id> or key:<key_id>
+    expires_at: int
+    user_agent: str | None = None
+    remote: str | None = None
+
+
+class SessionEnded(AccountEvent):
+    name = "SessionEnded"
+    session_id: str
+    reason: str  # signed-out, user-disabled
+
+
+class SignInFailed(AccountEvent):
+    name = "SignInFailed"
+    username: str | None = None
+    key_id: str | None = None
+    reason: str
+    remote: str | None = None
+
+
+class ShareLinkCreated(AccountEvent):
+    """A read-only link to a deck; `document_id` and `generation` (0: the current) say which."""
+
+    name = "ShareLinkCreated"
+    share_id: str
+    expires_at: int
+    label: str | None = None
+    created_by: str
+
+
+class ShareLinkRevoked(AccountEvent):
+    name = "ShareLinkRevoked"
+    share_id: str
+    revoked_by: str
+
+
+class ShareLinkUsed(AccountEvent):
+    name = "ShareLinkUsed"
+    share_id: str
+    remote: str | None = None
+
+
 def rejected(record: Any, *, stage: str, reason: str) -> RecordRejected:
     """The dead letter of a record (anything with topic, partition, offset, key and value: a Faust
     Message, an aiokafka ConsumerRecord), logged: one id per record, however many readers report it."""
@@ -316,6 +380,14 @@ EVENT_TYPES: dict[str, type[Event]] = {
         TenantCreated,
         ApiKeyCreated,
         ApiKeyRevoked,
+        UserCreated,
+        UserDisabled,
+        SessionStarted,
+        SessionEnded,
+        SignInFailed,
+        ShareLinkCreated,
+        ShareLinkRevoked,
+        ShareLinkUsed,
     )
 }
 

@@ -115,8 +115,9 @@ CONTROL = TopicSpec(
 )
 ACCOUNTS = TopicSpec(
     "accounts",
-    "TenantCreated, ApiKeyCreated and ApiKeyRevoked, keyed by tenant id: the tenants and their "
-    "keys (hashes only; every API process rebuilds its key store from here) and their audit trail.",
+    "Tenants, API keys, accounts, sessions and share links, keyed by tenant id (hashes only: "
+    "every API process rebuilds its key store from here), and their audit trail (sign-ins, "
+    "failed sign-ins, share links used).",
     KEPT,
     role="record",
 )

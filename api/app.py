@@ -7,15 +7,30 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import structlog
 from fastapi import FastAPI
 from fastapi.responses import FileResponse
+from starlette.responses import Response
+from starlette.staticfiles import StaticFiles
 
 from api import problems
 from api.routes import analytics as analytics_routes
-from api.routes import analytics_page, decks, documents, events, health, metrics
+from api.routes import (
+    analytics_page,
+    auth,
+    cards,
+    decks,
+    documents,
+    events,
+    health,
+    metrics,
+    pages,
+    shares,
+    study,
+)
 from api.upload_guard import UploadGuard
 from services.analytics.service import Analytics
 from services.bootstrap import build_api
@@ -72,9 +87,14 @@ def create_app(
     for router in (
         health.router,
         metrics.router,
+        auth.router,
+        shares.router,
         documents.router,
         events.router,
         decks.router,
+        cards.router,
+        study.router,
+        pages.router,
         analytics_routes.router,
         analytics_page.router,
     ):
@@ -82,6 +102,27 @@ def create_app(
 
     @app.get("/", include_in_schema=False)
     async def index() -> FileResponse:
-        return FileResponse(STATIC / "index.html")
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
+    app.mount("/static", WebFiles(directory=STATIC), name="static")
     return app
+
+
+# The page's own files only: no inline script, no other origin (a script that got in could not
+# call out), never framed. Revalidated on every load (ETag: 304), so an upgrade shows at once.
+PAGE_HEADERS = {
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+}
+
+
+class WebFiles(StaticFiles):
+    """api/static/ (the web client's modules, styles, pages) with PAGE_HEADERS' caching rules."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers.update({k: v for k, v in PAGE_HEADERS.items() if k != "Content-Security-Policy"})
+        return response

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import getpass
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -29,6 +30,7 @@ from services.settings import get_settings
 
 tenants_app = typer.Typer(no_args_is_help=True, help="Create and list tenants.")
 keys_app = typer.Typer(no_args_is_help=True, help="Add, revoke and list API keys.")
+users_app = typer.Typer(no_args_is_help=True, help="Add, disable and list accounts for the web page.")
 
 LabelOption = Annotated[str | None, typer.Option(help="what the key is for: a person, a script")]
 ExpiresOption = Annotated[
@@ -161,6 +163,63 @@ def keys_list(
     _table(columns, rows, ("created", "expires", "revoked"))
 
 
+def _password(from_stdin: bool) -> str:
+    """From stdin (one line, for scripts), else asked twice without echo."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise _fail("the two passwords differ")
+    return first
+
+
+@users_app.command("add")
+def users_add(
+    tenant: Annotated[str, typer.Argument(help="the tenant's id or name")],
+    username: Annotated[str, typer.Argument(help="what the person signs in with: a name or an email")],
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="read the password from stdin instead of asking")
+    ] = False,
+) -> None:
+    """Add an account to a tenant; its password is kept only as an argon2id hash."""
+    bootstrap, store = _store()
+    try:
+        made = admin.create_user(store, tenant, username, _password(password_stdin), by=_by())
+    except Refused as exc:
+        raise _fail(exc.reason) from None
+    _publish(bootstrap, made.events)
+    typer.echo(f"{made.user_id}\t{made.tenant_id}")
+    console.print(
+        f"added {escape(username.strip())} to tenant {made.tenant_id}: they can sign in to the web page"
+    )
+
+
+@users_app.command("disable")
+def users_disable(user: Annotated[str, typer.Argument(help="the account's id or user name")]) -> None:
+    """Stop an account signing in; its open sessions end (a running API within a second)."""
+    bootstrap, store = _store()
+    try:
+        events = admin.disable_user(store, user, by=_by())
+    except Refused as exc:
+        raise _fail(exc.reason) from None
+    _publish(bootstrap, events)
+    console.print(f"disabled {escape(user)}; {len(events) - 1} open session(s) ended")
+
+
+@users_app.command("list")
+def users_list(
+    tenant: Annotated[str | None, typer.Argument(help="only this tenant's (id or name)")] = None,
+) -> None:
+    """Accounts: id, tenant, user name, created, status (never a password hash)."""
+    _, store = _store()
+    try:
+        rows = admin.user_rows(store, tenant)
+    except Refused as exc:
+        raise _fail(exc.reason) from None
+    _table(("user_id", "tenant", "username", "created", "status"), rows, ("created",))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(tenants_app, name="tenants", help="Create and list tenants (each sees only its own).")
     app.add_typer(keys_app, name="keys", help="Add, revoke and list the tenants' API keys.")
+    app.add_typer(users_app, name="users", help="Add, disable and list accounts for the web page.")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from services.accounts.store import KeyStore
 from services.analytics.service import Analytics
+from services.cards.study import ReviewStore
 from services.documents.settled import SettledDocuments
 from services.documents.views import DocumentViews
 from services.events import topics
@@ -19,6 +20,9 @@ from services.events.models import RecordRejected
 from services.events.progress_feed import ProgressFeed
 from services.events.publisher import EventPublisher, KafkaPublisher
 from services.extraction import Sandbox
+from services.handlers.pages import PageSource
+from services.handlers.sessions import Sessions
+from services.handlers.shares import Shares
 from services.handlers.split import SplitUpload
 from services.handlers.track import DocumentTracker
 from services.handlers.upload import AcceptUpload
@@ -109,8 +113,12 @@ class ApiParts:
     feed: ProgressFeed
     views: DocumentViews
     upload: AcceptUpload
+    pages: PageSource  # the page beside a card: its text, its image, the passage (same sandbox)
     accounts: KeyStore  # the tenants' API keys, kept up to date by the feed
     quotas: Quotas  # the tenants' limits, counted in this process
+    sessions: Sessions  # sign-in, sign-out and registration for the web page
+    reviews: ReviewStore  # everyone's study reviews, kept up to date by the feed
+    shares: Shares  # read-only share links to decks
     analytics: Analytics | None = None  # the sink and the store's owner (DECKSTREAM_CLICKHOUSE_ENABLED)
 
 
@@ -139,6 +147,7 @@ def build_api(
         if analytics is None and settings.clickhouse.enabled:
             analytics = Analytics(settings.clickhouse, settings.chdb_dir, bootstrap)
     blobs = blob_store(settings)
+    sandbox = Sandbox(settings.limits)  # upload checks and pages; the API lifespan starts and stops it
     return ApiParts(
         settings=settings,
         token=api_token(settings),
@@ -146,8 +155,14 @@ def build_api(
         publisher=publisher,
         feed=feed,
         views=feed.views,
-        upload=AcceptUpload(settings=settings, blobs=blobs, publisher=publisher, views=feed.views),
+        upload=AcceptUpload(
+            settings=settings, blobs=blobs, publisher=publisher, views=feed.views, sandbox=sandbox
+        ),
+        pages=PageSource(blobs=blobs, sandbox=sandbox),
         accounts=feed.accounts,
+        reviews=feed.reviews,
         quotas=Quotas(settings.quotas, settings.api.max_subscribers),
+        sessions=Sessions(feed.accounts, publisher, settings.accounts, settings.tenant),
+        shares=Shares(feed.accounts, feed.views, publisher, settings.accounts),
         analytics=analytics,
     )

@@ -4,7 +4,8 @@ Over a limit the request is refused with `RateLimited` (the API's 429), which na
 says when to ask again.
 
     quotas = Quotas(settings.quotas, settings.api.max_subscribers)
-    quotas.admit_upload(views, tenant_id)            # before an upload is accepted
+    ticket = quotas.admit_upload(views, tenant_id)   # from an upload's headers, before its body
+    quotas.end_upload(ticket, accepted=False)        # its file was refused: the count is given back
     queue = quotas.open_stream(views, document_id)   # an event stream, counted as it opens
 
 Limits are counted per API process (several API processes behind one address each allow the
@@ -14,14 +15,17 @@ from the server's own cap on event streams (``api.max_subscribers``).
 Uploads per minute is a sliding window kept here, in memory: it starts empty when the API
 starts. Documents in flight and pages per day are read from the API's read model of documents,
 which is rebuilt from jobs.progress (compacted: every document's latest snapshot is kept) at
-start, so they hold across a restart.
+start, so they hold across a restart. An upload is admitted from its headers (the API's upload
+gate) and becomes a document only once its body is read and checked: until then it counts as in
+flight here, so uploads sent together cannot slip past that limit either.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from services.documents.state import TERMINAL
 from services.documents.views import DocumentViews, Subscription
@@ -33,6 +37,14 @@ DAY_S = 24 * 3600.0
 IN_FLIGHT_RETRY_S = 30.0  # when one of the tenant's documents finishes cannot be known: ask again soon
 
 
+@dataclass(frozen=True, slots=True)
+class UploadTicket:
+    """An upload admitted against its tenant's limits, counted until `Quotas.end_upload`."""
+
+    tenant_id: str
+    at: float  # when it entered the uploads-per-minute window
+
+
 class Quotas:
     """The limits of one API process; ``clock`` gives wall-clock seconds (snapshots' ``created_at``
     is wall-clock milliseconds)."""
@@ -42,16 +54,36 @@ class Quotas:
     ) -> None:
         self.settings, self.max_subscribers, self.clock = settings, max_subscribers, clock
         self._uploads: dict[str, deque[float]] = {}  # tenant -> times of its uploads in the last minute
+        self._pending: dict[str, int] = {}  # tenant -> uploads admitted and not yet answered
 
-    def admit_upload(self, views: DocumentViews, tenant_id: str, *, exempt: bool = False) -> None:
+    def admit_upload(
+        self, views: DocumentViews, tenant_id: str, *, exempt: bool = False
+    ) -> UploadTicket | None:
         """Count an upload, or refuse it (`RateLimited`) if the tenant is at any of its limits.
-        A refused upload is not counted."""
+        A refused upload is not counted. The ticket is given to `end_upload` once the upload is
+        answered; None: the operator's upload, not counted."""
         if exempt:
-            return
+            return None
         now = self.clock()
         self._check_in_flight(views, tenant_id)
         self._check_pages(views, tenant_id, now)
         self._take_upload(tenant_id, now)
+        self._pending[tenant_id] = self._pending.get(tenant_id, 0) + 1
+        return UploadTicket(tenant_id, now)
+
+    def end_upload(self, ticket: UploadTicket, *, accepted: bool) -> None:
+        """An admitted upload was answered. Accepted, it is one of the tenant's documents from now
+        on (in the views). Refused (its file empty, too large, unreadable, its options invalid)
+        or abandoned mid-body, its count is given back: a rejected file does not use up the
+        tenant's uploads per minute."""
+        left = self._pending.get(ticket.tenant_id, 0) - 1
+        if left > 0:
+            self._pending[ticket.tenant_id] = left
+        else:
+            self._pending.pop(ticket.tenant_id, None)
+        window = self._uploads.get(ticket.tenant_id)
+        if not accepted and window is not None and ticket.at in window:
+            window.remove(ticket.at)  # any upload counted at that same instant: they are alike
 
     def open_stream(self, views: DocumentViews, document_id: str, *, exempt: bool = False) -> Subscription:
         """Subscribe to a document's events within the tenant's and the server's caps: checked
@@ -59,6 +91,21 @@ class Quotas:
         past them."""
         tenant_cap = 0 if exempt else self.settings.sse_streams
         return views.subscribe(document_id, tenant_cap=tenant_cap, total_cap=self.max_subscribers)
+
+    def open_multiplexed_stream(
+        self,
+        views: DocumentViews,
+        tenant_id: str,
+        document_ids: Sequence[str] | None,
+        *,
+        exempt: bool = False,
+    ) -> Subscription:
+        """One stream of several documents (None: all of the tenant's, new ones too), counted as
+        one stream against the same caps, in the same one step (`DocumentViews.subscribe_many`)."""
+        tenant_cap = 0 if exempt else self.settings.sse_streams
+        return views.subscribe_many(
+            tenant_id, document_ids, tenant_cap=tenant_cap, total_cap=self.max_subscribers
+        )
 
     def _take_upload(self, tenant_id: str, now: float) -> None:
         limit = self.settings.uploads_per_minute
@@ -79,7 +126,7 @@ class Quotas:
         limit = self.settings.documents_in_flight
         if not limit:
             return
-        running = sum(
+        running = self._pending.get(tenant_id, 0) + sum(
             1
             for v in views.docs.values()
             if v.snapshot.tenant_id == tenant_id and v.snapshot.status not in TERMINAL

@@ -83,7 +83,8 @@ class CardSettings(BaseModel):
     types: list[Literal["basic", "cloze"]] = ["basic"]
     per_chunk: int = Field(4, ge=1, le=20, description="the most cards asked of one chunk")
     per_1000_words: float = Field(15.0, gt=0, description="target density, so coverage scales with length")
-    prompt_version: str = "v1"
+    # v3: cards in the chunk's language, a worked example in it, a retry naming why cards were dropped
+    prompt_version: str = "v3"
 
 
 class ChunkSettings(BaseModel):
@@ -102,6 +103,9 @@ class LimitSettings(BaseModel):
     max_compression_ratio: float = 200.0
     max_image_pixels: int = 50_000_000
     extract_timeout_s: float = 600.0
+    check_timeout_s: float = Field(
+        30.0, gt=0, description="an upload's check (zip directory, XML prologs, PDF page tree); over it: 422"
+    )
     extract_memory_bytes: int = 2 * 1024 * 1024 * 1024
     max_page_chars: int = 100_000
     ocr: bool = True
@@ -126,6 +130,25 @@ class QuotaSettings(BaseModel):
     documents_in_flight: int = Field(20, ge=0, description="a tenant's documents not yet finished")
     pages_per_day: int = Field(5000, ge=0, description="pages of a tenant's documents uploaded in 24 h")
     sse_streams: int = Field(50, ge=0, description="event streams a tenant may hold open at once")
+
+
+class AccountSettings(BaseModel):
+    """Signing in to the web page (``DECKSTREAM_ACCOUNTS_…``)."""
+
+    registration: Literal["closed", "open"] = Field(
+        "closed", description="open: anyone may create an account, in a tenant of their own"
+    )
+    session_hours: float = Field(168.0, gt=0, description="a browser session ends this long after sign-in")
+    cookie_secure: Literal["auto", "always", "never"] = Field(
+        "auto", description="mark the session cookie Secure: auto does when the request came over https"
+    )
+    sign_in_failures: int = Field(
+        5,
+        ge=1,
+        description="failed sign-ins per user name in 15 minutes before 429 (ten times as many per address)",
+    )
+    share_days: int = Field(7, ge=1, description="a share link's life when none is asked for")
+    share_days_max: int = Field(90, ge=1, description="the longest life a share link may be given")
 
 
 class ClickHouseSettings(BaseModel):
@@ -165,6 +188,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     api: ApiSettings = ApiSettings()
     quotas: QuotaSettings = QuotaSettings()
+    accounts: AccountSettings = AccountSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     worker: WorkerSettings = WorkerSettings()
 

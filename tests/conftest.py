@@ -136,14 +136,18 @@ def stack(
     running.stop()
 
 
-def run_cli(stack: Stack, *args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
-    """`deckstream ARGS` with the stack's settings; its output as text."""
+def run_cli(
+    stack: Stack, *args: str, timeout_s: float = 180, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`deckstream ARGS` with the stack's settings (and `stdin` on its standard input); its
+    output as text."""
     return subprocess.run(
         [sys.executable, "-m", "deckstream", *args],
         env=settings_env(stack.settings),
         capture_output=True,
         text=True,
         timeout=timeout_s,
+        input=stdin,
     )
 
 

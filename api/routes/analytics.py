@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from api.deps import OperatorDep, PartsDep
+from api.problems import responses
 from services.analytics.service import Analytics, AnalyticsUnavailable
 
 router = APIRouter(prefix="/v1/analytics", tags=["analytics"])
@@ -27,7 +28,7 @@ class SQL(BaseModel):
     sql: str = Field(min_length=1, max_length=20_000)
 
 
-@router.get("/panels", responses={401: {}, 403: {}, 503: {}})
+@router.get("/panels", responses=responses(401, 403, 503))
 async def panels(parts: PartsDep, _: OperatorDep) -> dict[str, Any]:
     """The dashboard panels, in display order."""
     analytics = _analytics(parts)
@@ -38,7 +39,7 @@ async def panels(parts: PartsDep, _: OperatorDep) -> dict[str, Any]:
     return {"panels": listed}
 
 
-@router.get("/panels/{panel_id}", responses={401: {}, 403: {}, 404: {}, 503: {}})
+@router.get("/panels/{panel_id}", responses=responses(401, 403, 404, 503))
 async def panel(
     panel_id: str,
     parts: PartsDep,
@@ -50,14 +51,14 @@ async def panel(
     return await _analytics(parts).panel(panel_id, from_ms, to_ms)
 
 
-@router.post("/query", responses={400: {}, 401: {}, 403: {}, 503: {}})
+@router.post("/query", responses=responses(400, 401, 403, 503))
 async def query(body: SQL, parts: PartsDep, _: OperatorDep) -> dict[str, Any]:
     """Run one read-only SQL statement (`deckstream analytics query`)."""
     result = await _analytics(parts).query(body.sql)
     return {"columns": result.columns, "rows": result.rows}
 
 
-@router.post("/rebuild", responses={401: {}, 403: {}, 503: {}})
+@router.post("/rebuild", responses=responses(401, 403, 503))
 async def rebuild(parts: PartsDep, _: OperatorDep, force: bool = False) -> dict[str, Any]:
     """Rebuild every table from the topics' start (`deckstream analytics rebuild`)."""
     report = await _analytics(parts).rebuild(force=force)

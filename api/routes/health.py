@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import PartsDep
 
 router = APIRouter(tags=["health"])
+
+
+class Readiness(BaseModel):
+    """The answer of /readyz, 200 or 503 alike: which check failed is in `checks`."""
+
+    status: Literal["ready", "not ready"]
+    checks: dict[str, str]
+    dead_letters: dict[str, int]  # records sent to pipeline.dlq, by the topic they came from
+    analytics: dict[str, Any]
 
 
 @router.get("/healthz")
@@ -43,7 +53,10 @@ async def _analytics(parts: Any) -> dict[str, Any]:
     return {"status": "ok", **(await analytics.sink.status())}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={200: {"model": Readiness}, 503: {"model": Readiness, "description": "not ready"}},
+)
 async def readyz(request: Request, parts: PartsDep) -> JSONResponse:
     """Ready when Kafka is caught up, the LLM answers and the blob store is writable; also the
     records sent to the dead-letter topic so far, by the topic they came from."""

@@ -38,19 +38,30 @@ def hash_key(token: str) -> str:
 
 
 def issue_key() -> IssuedKey:
-    key_id = "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
-    token = f"{PREFIX}{key_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
-    return IssuedKey(key_id=key_id, token=token, sha256=hash_key(token))
+    return issue_secret(PREFIX)
 
 
 def key_id_of(token: str) -> str | None:
     """The key id of something shaped like a key, else None (no secret is looked at)."""
-    if not token.startswith(PREFIX):
+    return id_of(token, PREFIX)
+
+
+def issue_secret(prefix: str) -> IssuedKey:
+    """A bearer secret of the same shape as a key, `<prefix><id>_<secret>`: session cookies
+    (`dss_`) and share links (`dsl_`) are made and kept (as a hash) like API keys."""
+    public_id = "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+    token = f"{prefix}{public_id}_{secrets.token_urlsafe(SECRET_BYTES)}"
+    return IssuedKey(key_id=public_id, token=token, sha256=hash_key(token))
+
+
+def id_of(token: str, prefix: str) -> str | None:
+    """The public id of `<prefix><id>_<secret>`, else None (no secret is looked at)."""
+    if not token.startswith(prefix):
         return None
-    key_id, sep, secret = token[len(PREFIX) :].partition("_")
-    if not sep or not secret or not is_key_id(key_id):
+    public_id, sep, secret = token[len(prefix) :].partition("_")
+    if not sep or not secret or not is_key_id(public_id):
         return None
-    return key_id
+    return public_id
 
 
 def is_key_id(text: str) -> bool:

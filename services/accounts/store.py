@@ -1,4 +1,5 @@
-"""The tenants and their API keys, in memory, rebuilt from the accounts topic.
+"""The tenants and their API keys, accounts, sessions and share links, in memory, rebuilt from
+the accounts topic.
 
 Kafka is the system of record: the API's progress feed and the CLI read the accounts topic from
 its start and `apply` each event here. Applying is idempotent (delivery is at-least-once): a
@@ -14,6 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from services.accounts.keys import hash_key, key_id_of
+from services.accounts.people import People
+from services.accounts.shares import ShareLinks
 from services.events.models import ApiKeyCreated, ApiKeyRevoked, Event, TenantCreated
 
 KeyState = Literal["active", "expired", "revoked"]
@@ -74,6 +77,8 @@ class KeyStore:
         self._by_name: dict[str, str] = {}  # casefolded name -> tenant id (the first to take it)
         self._keys: dict[str, ApiKey] = {}
         self._early_revocations: dict[str, ApiKeyRevoked] = {}  # revoked before created (reordered)
+        self.people = People()  # accounts with passwords, and browser sessions
+        self.shares = ShareLinks()
         if default_tenant is not None:
             self._add_tenant(Tenant(default_tenant, default_tenant, None))
 
@@ -109,7 +114,7 @@ class KeyStore:
             elif known.revoked_at is None:
                 self._revoke(known, event)
         else:
-            return False
+            return self.people.apply(event) or self.shares.apply(event)
         return True
 
     @staticmethod

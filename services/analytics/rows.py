@@ -13,6 +13,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.events.models import (
+    AccountEvent,
+    ApiKeyCreated,
+    ApiKeyRevoked,
     CardsGenerated,
     ChunkFailed,
     DeckAssembled,
@@ -22,6 +25,15 @@ from services.events.models import (
     LLMCallMeasured,
     PageExtracted,
     RecordRejected,
+    SessionEnded,
+    SessionStarted,
+    ShareLinkCreated,
+    ShareLinkRevoked,
+    ShareLinkUsed,
+    SignInFailed,
+    TenantCreated,
+    UserCreated,
+    UserDisabled,
 )
 
 Row = dict[str, Any]
@@ -57,6 +69,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "failures": _cols("event_id stage code reason document_id generation chunk_index source_topic at"),
     "card_drops": _cols("document_id generation chunk_index reason count at"),
     "decks": _cols("document_id generation status cards duplicate_ids assembled_at"),
+    "audit": _cols("event_id tenant_id action subject detail document_id remote at"),
 }
 
 
@@ -180,6 +193,49 @@ def rows_of(event: Event) -> Iterator[tuple[str, Row]]:
         )
     elif isinstance(event, RecordRejected):
         yield "failures", _failure(event, event.stage, "rejected", event.reason, source=event.source_topic)
+    elif isinstance(event, AccountEvent) and (audited := _audit(event)) is not None:
+        action, subject, detail, remote = audited
+        yield (
+            "audit",
+            {
+                "event_id": event.event_id,
+                "tenant_id": event.tenant_id,
+                "action": action,
+                "subject": subject,
+                "detail": detail,
+                "document_id": event.document_id,
+                "remote": remote or "",
+                "at": at,
+            },
+        )
+
+
+def _audit(e: AccountEvent) -> tuple[str, str, str, str | None] | None:
+    """(action, who or what, detail, address) of an account event: never a hash or a secret."""
+    if isinstance(e, SessionStarted):
+        return "sign-in", e.subject, e.user_agent or "", e.remote
+    if isinstance(e, SignInFailed):
+        who = f"user:{e.username}" if e.username else f"key:{e.key_id}" if e.key_id else ""
+        return "sign-in-failed", who, e.reason, e.remote
+    if isinstance(e, SessionEnded):
+        return "session-ended", f"session:{e.session_id}", e.reason, None
+    if isinstance(e, TenantCreated):
+        return "tenant-created", e.created_by, e.tenant_name, None
+    if isinstance(e, ApiKeyCreated):
+        return "key-created", f"key:{e.key_id}", f"by {e.created_by}", None
+    if isinstance(e, ApiKeyRevoked):
+        return "key-revoked", f"key:{e.key_id}", f"by {e.revoked_by}: {e.reason or ''}".rstrip(": "), None
+    if isinstance(e, UserCreated):
+        return "user-created", f"user:{e.user_id}", f"{e.username} by {e.created_by}", None
+    if isinstance(e, UserDisabled):
+        return "user-disabled", f"user:{e.user_id}", f"by {e.disabled_by}", None
+    if isinstance(e, ShareLinkCreated):
+        return "share-link-created", f"share:{e.share_id}", f"by {e.created_by}", None
+    if isinstance(e, ShareLinkRevoked):
+        return "share-link-revoked", f"share:{e.share_id}", f"by {e.revoked_by}", None
+    if isinstance(e, ShareLinkUsed):
+        return "share-link-used", f"share:{e.share_id}", "", e.remote
+    return None
 
 
 def _cards_generated(event: CardsGenerated, ids: Row, at: datetime) -> Iterator[tuple[str, Row]]:

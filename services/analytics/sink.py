@@ -38,6 +38,7 @@ SOURCES = (
     topics.LLM_CALLS,
     topics.DECKS,
     topics.DEAD_LETTERS,
+    topics.ACCOUNTS,  # the audit trail
 )
 RETRY_CAP_S = 30.0
 

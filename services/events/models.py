@@ -100,6 +100,7 @@ class ChunkCreated(Event):
     lane: str = "bulk"  # interactive or bulk (added in the second ChunkCreated schema)
     model: str | None = None  # the upload's overrides (added in the third schema)
     prompt_version: str | None = None
+    language: str | None = None  # the cards' language the upload asked for; None: the chunk's own
 
 
 class ChunksPlanned(Event):
@@ -120,6 +121,8 @@ class CardsGenerated(Event):
     pages: list[str] = []  # labels of the pages the chunk spans (added in the second schema)
     empty_reason: str | None = None  # why the chunk gave no cards, when it gave none
     dropped_reasons: dict[str, int] = {}  # dropped cards by reason (added in the fourth schema)
+    language: str | None = None  # detected in the chunk's text, "und" when unsure (fifth schema)
+    retried: bool = False  # the first cards were all dropped and the chunk was asked again
 
 
 class ChunkFailed(Event):
@@ -317,6 +320,7 @@ class ShareLinkCreated(AccountEvent):
 
     name = "ShareLinkCreated"
     share_id: str
+    sha256: str
     expires_at: int
     label: str | None = None
     created_by: str
@@ -332,6 +336,62 @@ class ShareLinkUsed(AccountEvent):
     name = "ShareLinkUsed"
     share_id: str
     remote: str | None = None
+
+
+class CardEdit(Event):
+    """A person's change to a deck (cards.edits): `generation` is the deck's they changed, whose
+    card ids `card_id` names; `edited_by` is who (user:<id> or key:<id>)."""
+
+    card_id: str
+
+
+class CardEdited(CardEdit):
+    """The fields given replace the card's; None leaves one as it was."""
+
+    name = "CardEdited"
+    front: str | None = None
+    back: str | None = None
+    type: str | None = None
+    tags: list[str] | None = None
+    edited_by: str
+
+
+class CardDeleted(CardEdit):
+    name = "CardDeleted"
+    edited_by: str
+
+
+class CardAdded(CardEdit):
+    """A person's own card, citing the source they chose (or the card's it was added next to)."""
+
+    name = "CardAdded"
+    type: str
+    front: str
+    back: str
+    tags: list[str] = []
+    page: int
+    page_label: str
+    section: list[str]
+    chunk_index: int  # -1: no chunk
+    after_card_id: str | None = None
+    edited_by: str
+
+
+class CardChecked(CardEdit):
+    """A verdict on a card marked to check: accept keeps it and clears the mark, dismiss removes it."""
+
+    name = "CardChecked"
+    verdict: str
+    edited_by: str
+
+
+class CardReviewed(Event):
+    """A person studied a card (cards.reviews): the rating FSRS schedules from, 1 Again to 4 Easy."""
+
+    name = "CardReviewed"
+    card_id: str
+    rating: int
+    reviewed_by: str
 
 
 def rejected(record: Any, *, stage: str, reason: str) -> RecordRejected:
@@ -388,6 +448,11 @@ EVENT_TYPES: dict[str, type[Event]] = {
         ShareLinkCreated,
         ShareLinkRevoked,
         ShareLinkUsed,
+        CardEdited,
+        CardDeleted,
+        CardAdded,
+        CardChecked,
+        CardReviewed,
     )
 }
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from services.events.models import Event, encode
+from services.events.models import AccountEvent, Event, encode
 
 
 class EventPublisher(Protocol):
@@ -35,4 +35,6 @@ class KafkaPublisher:
         await self._producer.stop()
 
     async def publish(self, topic: str, event: Event) -> None:
-        await self._producer.send_and_wait(topic, encode(event), key=event.document_id.encode())
+        # Account events are keyed by tenant (services/accounts/log.py): one tenant's stay in order.
+        key = event.tenant_id if isinstance(event, AccountEvent) else event.document_id
+        await self._producer.send_and_wait(topic, encode(event), key=key.encode())

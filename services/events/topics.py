@@ -7,8 +7,8 @@ The broker launcher, the test fixtures and the Faust app all create topics from 
 an existing topic's configs are brought to its spec's.
 
 Retention follows each topic's role:
-  record        what happened, kept forever (uploads, tenants and API keys; later edits and
-                reviews): replay and the API's key store read it
+  record        what happened, kept forever (uploads, tenants and API keys, card edits and
+                reviews): replay, the API's key store and its decks and schedules read it
   state         the latest per document, compacted: kept forever, one record per document
   work          transient work between stages: bounded (a week)
   dead letters  what no stage could use, kept forever for inspection
@@ -121,6 +121,20 @@ ACCOUNTS = TopicSpec(
     KEPT,
     role="record",
 )
+EDITS = TopicSpec(
+    "cards.edits",
+    "CardEdited, CardDeleted, CardAdded, CardChecked: people's changes to decks, keyed by document "
+    "id. The API rebuilds every deck's edits from here and applies them to what it serves.",
+    KEPT,
+    role="record",
+)
+REVIEWS = TopicSpec(
+    "cards.reviews",
+    "CardReviewed: each card a person studied and their rating, keyed by document id. Each "
+    "person's FSRS schedule is these replayed through the scheduler.",
+    KEPT,
+    role="record",
+)
 
 ALL: tuple[TopicSpec, ...] = (
     UPLOADED,
@@ -137,6 +151,8 @@ ALL: tuple[TopicSpec, ...] = (
     GENERATIONS,
     CONTROL,
     ACCOUNTS,
+    EDITS,
+    REVIEWS,
 )
 
 # How long the broker may hold a consumer's fetch when its partitions are quiet. A consumer has

@@ -17,8 +17,10 @@ extracts one document only, so nothing a hostile file did to one child reaches t
 
 The upload check runs here too (``Sandbox.check``, ``check_isolated``): the API process never
 parses a user's file, it only learns the kind or the refusal. A check has at most
-``CHECK_TIMEOUT_S``; a check the child did not finish (killed, out of memory, timed out) refuses
-the file (422), as the extraction of such a file would fail.
+``limits.check_timeout_s``; a check the child did not finish (killed, out of memory, timed out) refuses
+the file (422), as the extraction of such a file would fail. Rendering a page for the page
+beside a card (``Sandbox.render``, ``render.render_page``) runs here the same way, with at most
+``RENDER_TIMEOUT_S``.
 
 The parent reads only the first KiB of a file itself (``guess_kind``: magic bytes and the name,
 no zip directory); every parser runs in the child. The file's name reaches the child as data
@@ -43,6 +45,7 @@ from typing import Any
 from services.domain import DocumentOpened, ExtractionEnded, FileKind, Page
 from services.errors import (
     CorruptFile,
+    DocumentNotFound,
     EmptyFile,
     FileTooLarge,
     InputRejected,
@@ -52,9 +55,10 @@ from services.errors import (
 from services.settings import LimitSettings
 
 from .ledger import READY, Event, ledger_end, page_label
+from .render import RenderedPage, RenderJob
 from .sniff import guess_kind
 
-CHECK_TIMEOUT_S = 30.0  # an upload check reads a zip directory, XML prologs and a PDF's page tree
+RENDER_TIMEOUT_S = 30.0  # one page to an image: a second for a normal page; more is a hostile one
 KINDS: tuple[FileKind, ...] = ("pdf", "docx", "pptx", "text")
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REFUSALS: dict[str, type[InputRejected]] = {
@@ -136,19 +140,22 @@ class _Child:
         ocr_cache: Path | None = None,
         *,
         check: bool = False,
+        render: RenderJob | None = None,
     ) -> None:
         """Give the child its one job; the deadline runs from now, not from when it started.
         Every value is one ``--option=value`` word and the path comes after ``--``: a file
         named ``-x.pdf`` is data, never an option."""
-        timeout = (
-            min(self.limits.extract_timeout_s, CHECK_TIMEOUT_S) if check else self.limits.extract_timeout_s
-        )
+        timeout = self.limits.extract_timeout_s
+        if check or render is not None:
+            timeout = min(timeout, self.limits.check_timeout_s if check else RENDER_TIMEOUT_S)
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout + _grace(timeout)
         argv = [f"--filename={filename}", f"--limits={self.limits.model_dump_json()}"]
         argv += [f"--deadline={time.time() + timeout!r}", *(["--tables"] if tables else [])]
         argv += [f"--ocr-cache={ocr_cache}"] if ocr_cache is not None else []
         argv += ["--check"] if check else []
+        if render is not None:
+            argv += [f"--render={render.number}", f"--width={render.width}", f"--png={render.png}"]
         argv += ["--", str(path)]
         assert self.proc.stdin is not None
         try:
@@ -302,6 +309,19 @@ class Sandbox:
             if self._warm:
                 self.prepare()
 
+    def render(
+        self, path: Path, job: RenderJob, *, filename: str, limits: LimitSettings | None = None
+    ) -> RenderedPage:
+        """Render one PDF page in the spare child (``render.render_page``): the image is written
+        to ``job.png``; its size and words come back. A page past the end is ``DocumentNotFound``
+        (code ``no-such-page``); refusals as ``check``; a page the child did not finish (out of
+        memory, CPU, ``RENDER_TIMEOUT_S``) is an ``InputRejected`` saying why."""
+        try:
+            return _render(self._take(limits or self.limits), path, job, filename=filename)
+        finally:
+            if self._warm:
+                self.prepare()
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -388,5 +408,36 @@ def _check(child: _Child, path: Path, *, filename: str) -> FileKind:
             returncode, child.stderr.decode(errors="replace"), child.timeout if child.timed_out else None
         )
         raise InputRejected(f"the file could not be checked: {why}")
+    finally:
+        child.stop()
+
+
+def _render(child: _Child, path: Path, job: RenderJob, *, filename: str) -> RenderedPage:
+    try:
+        child.start(path, filename, False, render=job)
+        error: str | None = None
+        try:
+            for message in child.messages():
+                tag = message.get("t")
+                if tag == "rendered":
+                    return RenderedPage.from_json(message)
+                if tag == "no-page":
+                    total = int(message["pages_total"])
+                    raise DocumentNotFound(f"no page {job.number}: the document has {total}", "no-such-page")
+                if tag == "rejected":
+                    raise REFUSALS.get(message["error"], InputRejected)(message["reason"])
+                if tag == "error":
+                    error = str(message.get("reason"))
+                elif tag != "ready":  # a warm child's greeting nobody waited for
+                    error = "rendering produced unexpected output"
+        except (ValueError, TypeError, KeyError):
+            error = "rendering produced unreadable output"
+        returncode = child.close()
+        if error and any(hint in error for hint in _MEMORY_HINTS):
+            error = "rendering exceeded the memory limit"
+        why = error or _death_reason(
+            returncode, child.stderr.decode(errors="replace"), child.timeout if child.timed_out else None
+        )
+        raise InputRejected(f"the page could not be rendered: {why}")
     finally:
         child.stop()

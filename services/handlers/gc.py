@@ -19,7 +19,7 @@ from services.documents.decks import chunk_cards
 from services.events.models import DocumentUploaded
 from services.storage.blobs import STALE_STAGED_S, LocalBlobStore
 
-PER_DOCUMENT = ("cards", "ledgers", "decks")  # folders named by document id
+PER_DOCUMENT = ("cards", "ledgers", "decks", "pages")  # folders named by document id (pages: the page cache)
 
 
 @dataclass(frozen=True, slots=True)

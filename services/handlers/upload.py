@@ -79,7 +79,8 @@ class AcceptUpload:
         sandbox: Sandbox | None = None,
     ) -> None:
         self.settings, self.blobs, self.publisher, self.views = settings, blobs, publisher, views
-        # The API lifespan starts its spare child (prepare) and stops it (close).
+        # build_api passes the API's one sandbox (the page source shares it); the API lifespan
+        # starts its spare child (prepare) and stops it (close). Its own only when given none.
         self.sandbox = sandbox or Sandbox(settings.limits)
 
     async def __call__(

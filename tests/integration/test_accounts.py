@@ -113,3 +113,57 @@ def test_two_tenants_keys_isolation_revocation_and_a_restart(stack: Stack, tmp_p
     refused = answer(stack, b_key)
     assert refused.status_code == 401 and refused.json()["detail"] == f"API key {b_key_id} is revoked"
     assert answer(stack, TOKEN).status_code == 200  # and the bootstrap token is still the operator's
+
+
+def sign_in(stack: Stack, client: httpx.Client, username: str, password: str) -> httpx.Response:
+    assert stack.api_url is not None
+    return client.post(f"{stack.api_url}/v1/auth/session", json={"username": username, "password": password})
+
+
+def test_an_account_signs_in_shares_a_deck_and_is_disabled_across_a_restart(stack: Stack) -> None:
+    suffix = uuid.uuid4().hex[:6]
+    key = new_key(stack, "tenants", "add", f"school-c-{suffix}")
+    until(stack, key, 200, "the tenant's key to count")
+    user, password = f"ada-{suffix}@example.org", "a long enough passphrase"
+    made = run_cli(
+        stack, "users", "add", f"school-c-{suffix}", user, "--password-stdin", stdin=password + "\n"
+    )
+    assert made.returncode == 0, made.stderr
+    listed = run_cli(stack, "users", "list", f"school-c-{suffix}")
+    assert user in listed.stdout and "$argon2" not in listed.stdout
+    weak = run_cli(
+        stack, "users", "add", f"school-c-{suffix}", f"bo-{suffix}", "--password-stdin", stdin="short\n"
+    )
+    assert weak.returncode == 1 and "at least 10 characters" in weak.stderr
+
+    with httpx.Client(timeout=10) as browser:
+        wait_until(
+            lambda: sign_in(stack, browser, user, password).status_code == 200, KEY_DEADLINE_S, interval=0.02
+        )
+        csrf = browser.get(f"{stack.api_url}/v1/auth/session").json()["csrf_token"]
+        assert browser.get(f"{stack.api_url}/v1/documents").status_code == 200
+        document = upload(stack, key, Path(__file__))  # any text file: the tenant's document
+        made_link = browser.post(
+            f"{stack.api_url}/v1/decks/{document}/shares",
+            json={"label": "group"},
+            headers={"X-CSRF-Token": csrf},
+        )
+        assert made_link.status_code == 201, made_link.text
+        token = made_link.json()["url"].rsplit("/", 1)[-1]
+
+        # Sessions and links are on the log: a new API process knows them.
+        restart_api(stack)
+        assert browser.get(f"{stack.api_url}/v1/documents").status_code == 200  # the same cookie
+        assert httpx.get(f"{stack.api_url}/v1/shared/{token}", timeout=10).status_code == 200
+        links = browser.get(f"{stack.api_url}/v1/decks/{document}/shares").json()
+        assert [link["status"] for link in links] == ["active"]
+
+        disabled = run_cli(stack, "users", "disable", user)
+        assert disabled.returncode == 0, disabled.stderr
+        wait_until(
+            lambda: browser.get(f"{stack.api_url}/v1/documents").status_code == 401,
+            KEY_DEADLINE_S,
+            interval=0.02,
+            what="the disabled account's session to end",
+        )
+        assert sign_in(stack, browser, user, password).status_code == 401

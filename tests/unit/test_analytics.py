@@ -18,6 +18,8 @@ from services.cards.writing import CallMeasured, write_cards
 from services.domain import Card, Chunk, Segment
 from services.errors import RetryableError
 from services.events.models import (
+    AccountEvent,
+    ApiKeyRevoked,
     CardsGenerated,
     ChunkFailed,
     DeckAssembled,
@@ -26,6 +28,8 @@ from services.events.models import (
     LLMCallMeasured,
     PageExtracted,
     RecordRejected,
+    SessionStarted,
+    SignInFailed,
 )
 from services.llm.client import Completion, Prompt
 from services.settings import ClickHouseSettings
@@ -129,6 +133,16 @@ def a_small_run() -> list[Event]:
             stage="split",
             reason="undecodable",
         ),
+        SessionStarted(
+            tenant_id="t",
+            session_id="s1",
+            sha256="f" * 64,
+            subject="user:usr_1",
+            expires_at=now + 1,
+            remote="10.0.0.7",
+        ),
+        SignInFailed(tenant_id="t", username="ada", reason="wrong-password", remote="10.0.0.8"),
+        ApiKeyRevoked(tenant_id="t", key_id="k1", reason="left the school", revoked_by="cli:op"),
     ]
 
 
@@ -146,10 +160,11 @@ def count(store: AnalyticsStore, table: str, final: bool = True) -> int:
 
 
 def test_the_ddl_applies_to_an_empty_and_to_an_older_database(store: AnalyticsStore) -> None:
-    assert [m.version for m in migrations()] == [1, 2]
+    assert [m.version for m in migrations()] == [1, 2, 3]
     assert store.migrate(upto=1) == [1]  # a database an older deckstream made
-    load(store, [e for e in a_small_run() if not isinstance(e, DeckAssembled | CardsGenerated)])
-    assert store.migrate() == [2] and store.migrate() == []
+    older = (DeckAssembled, CardsGenerated, AccountEvent)  # their tables came later
+    load(store, [e for e in a_small_run() if not isinstance(e, older)])
+    assert store.migrate() == [2, 3] and store.migrate() == []
     assert count(store, "pages") == 3  # kept across the upgrade
     load(store, a_small_run())
     assert count(store, "decks") == 1 and count(store, "card_drops") == 1
@@ -193,6 +208,20 @@ def test_a_later_fact_replaces_an_earlier_one(store: AnalyticsStore) -> None:
     load(store, [failed])
     load(store, [retried])
     assert store.query("SELECT outcome FROM deckstream.chunks FINAL").rows == [["cards"]]
+
+
+def test_the_audit_trail_has_sign_ins_failures_and_keys_and_no_secret(store: AnalyticsStore) -> None:
+    store.migrate()
+    load(store, a_small_run())
+    rows = store.query(
+        "SELECT action, subject, detail, remote FROM deckstream.audit FINAL ORDER BY at, action"
+    ).rows
+    assert sorted(map(tuple, rows)) == [
+        ("key-revoked", "key:k1", "by cli:op: left the school", ""),
+        ("sign-in", "user:usr_1", "", "10.0.0.7"),
+        ("sign-in-failed", "user:ada", "wrong-password", "10.0.0.8"),
+    ]
+    assert "f" * 64 not in str(rows)  # the session's hash is not copied
 
 
 def test_every_panel_runs_on_chdb_and_answers_with_rows(store: AnalyticsStore) -> None:

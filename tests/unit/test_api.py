@@ -328,7 +328,9 @@ def test_deck_uses_the_assembled_deck_once_there(client: TestClient, parts: tupl
         "dropped_by_reason": {"not supported by the text": 3, "invalid cloze syntax": 1},
         "duplicates_removed": 2,
     }
-    assert client.get("/v1/documents/d2", headers=AUTH).json()["failures"][0]["reason"] == "LLM timed out"
+    status = client.get("/v1/documents/d2", headers=AUTH).json()
+    assert status["failures"][0]["reason"] == "LLM timed out"
+    assert status["finished_at"] is not None and status["finished_at"] >= status["created_at"]  # "Elapsed"
 
 
 def test_cancel_publishes_a_command_and_refuses_finished_documents(client: TestClient, parts: tuple) -> None:

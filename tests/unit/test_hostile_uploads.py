@@ -232,14 +232,13 @@ def test_a_check_that_crashes_refuses_the_file_and_the_api_carries_on(
 def test_a_check_that_hangs_is_killed_at_its_deadline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(isolated, "CHECK_TIMEOUT_S", 0.05)
     hangs = "import time\ntime.sleep(60)  # limits: {mem} {cpu} {warm}\n"
     monkeypatch.setattr(isolated, "_PRELUDE", hangs)
     path = tmp_path / "doc.pdf"
     path.write_bytes(_pdf_bytes())
     started = time.monotonic()
     with pytest.raises(InputRejected, match=r"^the file could not be checked: timed out after 0.05 s$"):
-        check_isolated(path, LimitSettings(), filename="doc.pdf")
+        check_isolated(path, LimitSettings(check_timeout_s=0.05), filename="doc.pdf")
     assert time.monotonic() - started < 5
 
 

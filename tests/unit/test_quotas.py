@@ -277,6 +277,37 @@ def test_a_refused_upload_is_not_counted() -> None:
     quotas.admit_upload(views, "a")  # a minute after the only upload counted
 
 
+def test_an_upload_refused_after_admission_is_given_back_and_an_accepted_one_is_kept() -> None:
+    """The gate admits an upload from its headers; the answer to its body settles it."""
+    quotas = Quotas(QuotaSettings(**{**UNLIMITED, "uploads_per_minute": 2}), 1000, clock=Clock())
+    views = DocumentViews()
+    for _ in range(3):  # files refused one after another (empty, unreadable, ...): none counts
+        ticket = quotas.admit_upload(views, "a")
+        assert ticket is not None
+        quotas.end_upload(ticket, accepted=False)
+    for _ in range(2):
+        ticket = quotas.admit_upload(views, "a")
+        assert ticket is not None
+        quotas.end_upload(ticket, accepted=True)
+    with pytest.raises(RateLimited) as refused:
+        quotas.admit_upload(views, "a")
+    assert refused.value.limit == "uploads_per_minute"
+    assert quotas.admit_upload(views, "a", exempt=True) is None  # the operator's: nothing to settle
+
+
+def test_uploads_admitted_and_not_yet_answered_count_as_in_flight() -> None:
+    quotas = Quotas(QuotaSettings(**{**UNLIMITED, "documents_in_flight": 2}), 1000)
+    views = DocumentViews()
+    first, _ = quotas.admit_upload(views, "a"), quotas.admit_upload(views, "a")
+    with pytest.raises(RateLimited) as refused:
+        quotas.admit_upload(views, "a")
+    assert refused.value.limit == "documents_in_flight"
+    assert quotas.admit_upload(views, "b") is not None  # another tenant's uploads are its own
+    assert first is not None
+    quotas.end_upload(first, accepted=False)
+    assert quotas.admit_upload(views, "a") is not None
+
+
 # --- Fair share of the LLM between tenants --------------------------------------------------------
 
 

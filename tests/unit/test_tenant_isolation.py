@@ -38,6 +38,16 @@ from tests.unit.test_api import FakeHub, progress
 
 METHODS = ("get", "post", "put", "patch", "delete")
 PUBLIC = {("GET", "/healthz"), ("GET", "/readyz")}  # no token, nothing of anyone's
+# The link is the credential: it opens one deck, read-only, for anyone who holds it (test_shares.py).
+CAPABILITY = {("GET", "/v1/shared/{token}")}
+# The caller's own session: made from credentials, naming nothing of anyone else's
+# (test_sessions.py: a session is its tenant's, like its key).
+SELF = {
+    ("POST", "/v1/auth/session"),
+    ("GET", "/v1/auth/session"),
+    ("DELETE", "/v1/auth/session"),
+    ("POST", "/v1/auth/register"),
+}
 OPERATOR_TAGS = {"analytics"}  # span every tenant
 PARAM = re.compile(r"{([^}]+)}")
 
@@ -58,6 +68,8 @@ class World:
     hub: FakeHub
     keys: Tenants
     document: str  # tenant A's
+    # Tenant A's resources under its document, for the path parameters after `{document_id}`.
+    fills: dict[str, str]
 
 
 def auth(token: str) -> dict[str, str]:
@@ -95,7 +107,12 @@ def make_world(tmp_path: Path, extra: APIRouter | None = None) -> Iterator[World
                 filename="notes.txt",
             )
         )
-        yield World(app, client, publisher, hub, keys, document)
+        share = client.post(f"/v1/decks/{document}/shares", headers=auth(keys.a), json={})
+        assert share.status_code == 201, share.text
+        # number: a page of the document; card_id: a card of it (its deck answers for any id, 404
+        # no-such-card: not what a missing document answers)
+        fills = {"share_id": share.json()["share_id"], "number": "1", "card_id": "c1"}
+        yield World(app, client, publisher, hub, keys, document, fills)
 
 
 @pytest.fixture()
@@ -184,7 +201,7 @@ def walk(w: World) -> list[str]:
     for method, path, op in operations(w.app):
         where = f"{method} {path}"
         params = PARAM.findall(path)
-        if (method, path) in PUBLIC:
+        if (method, path) in PUBLIC | SELF | CAPABILITY:
             continue
         if OPERATOR_TAGS & set(op.get("tags", [])):
             filled = path.replace("{panel_id}", "throughput")
@@ -199,13 +216,14 @@ def walk(w: World) -> list[str]:
             if r.status_code in (401, 403):
                 problems.append(f"{where}: the operator got {r.status_code}")
             continue
-        if params == ["document_id"]:
+        if params[:1] == ["document_id"] and set(params[1:]) <= set(w.fills):
             try:
                 extra = request_of(op, components)
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
                 continue
-            theirs, missing = path.format(document_id=w.document), path.format(document_id=uuid.uuid4().hex)
+            theirs = path.format(document_id=w.document, **w.fills)
+            missing = path.format(document_id=uuid.uuid4().hex, **w.fills)
             for who, token in intruders.items():
                 sent = len(w.publisher.sent)
                 intruded = shape(call(w.client, method, theirs, token, extra), w.document)
@@ -225,8 +243,17 @@ def walk(w: World) -> list[str]:
         if params:
             problems.append(
                 f"{where}: path parameter(s) {params} the isolation walk cannot fill: say whose "
-                "resource each names (a document_id is filled with tenant A's), or add it to the walk"
+                "resource each names (a document_id is filled with tenant A's, the others from "
+                "World.fills), or add it to the walk"
             )
+        elif (method, path) == ("GET", "/v1/study"):
+            for who, token in intruders.items():
+                listed = [d["document_id"] for d in call(w.client, method, path, token, {}).json()["decks"]]
+                if w.document in listed:
+                    problems.append(f"{where}: {who}'s due counts show tenant A's deck")
+            mine = [d["document_id"] for d in call(w.client, method, path, w.keys.a, {}).json()["decks"]]
+            if mine != [w.document]:
+                problems.append(f"{where}: tenant A's due counts are of {mine}, not its deck")
         elif (method, path) == ("GET", "/v1/documents"):
             for who, token in intruders.items():
                 listed = [d["document_id"] for d in call(w.client, method, path, token, {}).json()]
@@ -235,6 +262,17 @@ def walk(w: World) -> list[str]:
             mine = [d["document_id"] for d in call(w.client, method, path, w.keys.a, {}).json()]
             if mine != [w.document]:
                 problems.append(f"{where}: tenant A's list is {mine}, not its document")
+        elif (method, path) == ("GET", "/v1/events"):
+            # Documents named by id; without any it follows the caller's own (test_watch_many.py).
+            named, missing = {"params": {"documents": w.document}}, uuid.uuid4().hex
+            for who, token in intruders.items():
+                intruded = shape(call(w.client, method, path, token, named), w.document)
+                absent = call(w.client, method, path, token, {"params": {"documents": missing}})
+                if intruded[0] != 404 or intruded != shape(absent, missing):
+                    problems.append(f"{where}: {who} naming tenant A's document got {intruded}")
+            owner = call(w.client, method, path, w.keys.a, named)
+            if owner.status_code != 200 or w.document not in owner.text:
+                problems.append(f"{where}: tenant A cannot follow its document: {owner.status_code}")
         elif (method, path) == ("POST", "/v1/documents"):
             continue  # an upload is the caller's own: test_an_upload_belongs_to_its_uploader
         else:
@@ -284,12 +322,12 @@ def test_the_walk_covers_a_route_added_later_and_catches_one_that_leaks(tmp_path
             raise DocumentNotFound(f"no document {document_id}")
         return {"filename": view.snapshot.filename}
 
-    @later.get("/{document_id}/shares/{share_id}")
-    async def share(document_id: str, share_id: str) -> dict[str, str]:
+    @later.get("/{document_id}/notes/{note_id}")
+    async def note(document_id: str, note_id: str) -> dict[str, str]:
         return {}
 
     with make_world(tmp_path, later) as world:
         problems = walk(world)
     assert not [p for p in problems if "/summary" in p]  # covered, and isolated
     assert [p.split(":")[0] for p in problems if "/leak" in p] == ["GET /v1/documents/{document_id}/leak"] * 2
-    assert any("/shares/{share_id}" in p and "cannot fill" in p for p in problems), problems
+    assert any("/notes/{note_id}" in p and "cannot fill" in p for p in problems), problems

@@ -1,4 +1,5 @@
-"""The upload gate: POST /v1/documents is refused from its headers, before its body is read.
+"""The upload gate: POST /v1/documents is refused from its headers, before its body is read,
+and the tenant's upload limits are applied there too (a file refused later gives its count back).
 
 Most tests call the app as ASGI with a ``receive`` that records every call: a refused request
 never calls it, so not one byte of its body was read (nor spooled). Two tests run a real uvicorn
@@ -20,22 +21,30 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.app import create_app
+from api.problems import PROBLEM
 from api.upload_guard import MULTIPART_OVERHEAD
 from services.settings import Settings
 from tests.conftest import TOKEN
 from tests.fakes import FakePublisher
 from tests.unit.test_api import FakeHub
+from tests.unit.test_quotas import World, make_world, settings_with
 
 LIMIT = 200_000
 BOUNDARY = "deckstream-test-boundary"
 
 
-def multipart(name: str, data: bytes) -> bytes:
+def multipart(name: str, data: bytes, options: str | None = None) -> bytes:
     head = (
         f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="{name}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     )
-    return head.encode() + data + f"\r\n--{BOUNDARY}--\r\n".encode()
+    form = f'\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name="options"\r\n\r\n{options}'
+    return (
+        head.encode()
+        + data
+        + (form.encode() if options is not None else b"")
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
 
 
 class Recorded:
@@ -243,6 +252,185 @@ async def test_the_gate_checks_tokens_with_api_deps_check_token(
     refused = await call(application, upload_headers(len(body)), body)
     assert (refused.status, refused.receives) == (401, 0)  # by the gate: the route never read a byte
     assert len(publisher.sent) == 1
+
+
+# The tenant's upload limits, from the headers too.
+
+NOTES = multipart("notes.txt", b"Osmosis moves water across membranes. " * 50)
+
+
+@asynccontextmanager
+async def tenants(tmp_path: Path, **quotas: int) -> AsyncIterator[World]:
+    """The app with two tenants (A and B, keys of their own) and these upload limits, started."""
+    world = make_world(settings_with(tmp_path, **quotas))
+    async with world.app.router.lifespan_context(world.app):
+        yield world
+
+
+def as_tenant(world: World, length: int, key: str = "a") -> dict[str, str]:
+    tenant = world.a if key == "a" else world.b
+    return upload_headers(length, auth=False, authorization=tenant.headers["Authorization"])
+
+
+async def test_an_upload_over_the_tenants_limit_is_429_before_its_body_is_read(tmp_path: Path) -> None:
+    async with tenants(tmp_path, uploads_per_minute=1) as world:
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 202
+        r = await call(world.app, as_tenant(world, 50 * 1024 * 1024), NOTES)
+        assert (r.status, r.receives, r.headers["connection"]) == (429, 0, "close")
+        assert r.headers["content-type"] == "application/problem+json"
+        assert 59 <= int(r.headers["retry-after"]) <= 60
+        assert r.body["limit"] == "uploads_per_minute" and r.body["retry_after_s"] == int(
+            r.headers["retry-after"]
+        )
+        assert (await call(world.app, as_tenant(world, len(NOTES), "b"), NOTES)).status == 202  # B's own
+        operator = upload_headers(len(NOTES))  # the operator's key is not held to tenant limits
+        assert {(await call(world.app, operator, NOTES)).status for _ in range(2)} == {202}
+        assert len(world.parts.views.docs) == 4  # A's first, B's, the operator's two
+
+
+async def test_a_refusal_from_the_headers_is_not_counted(tmp_path: Path) -> None:
+    async with tenants(tmp_path, uploads_per_minute=1) as world:
+        too_large = await call(world.app, as_tenant(world, 500 * 1024 * 1024), NOTES)
+        not_a_form = await call(
+            world.app, {**as_tenant(world, len(NOTES)), "content-type": "text/plain"}, NOTES
+        )
+        assert (too_large.status, not_a_form.status) == (413, 415)
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 202
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 429
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (multipart("empty.txt", b""), 400),
+        (multipart("notes.pptx", b"\x00\x01 not a zip at all"), 415),
+        (multipart("notes.txt", b"Osmosis. " * 50, options='{"cards_per_chunk": 99}'), 422),
+        (NOTES.replace(b'name="file"', b'name="attachment"'), 422),  # no `file` part
+    ],
+    ids=["empty", "unsupported", "bad-options", "no-file"],
+)
+async def test_a_file_refused_after_its_body_gives_its_count_back(
+    tmp_path: Path, body: bytes, status: int
+) -> None:
+    """A rejected file does not use up the tenant's uploads per minute: with a limit of one, the
+    next good file is still accepted."""
+    async with tenants(tmp_path, uploads_per_minute=1) as world:
+        refused = await call(world.app, as_tenant(world, len(body)), body)
+        assert refused.status == status and refused.receives > 0, refused.body  # refused from the bytes
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 202
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).body[
+            "limit"
+        ] == "uploads_per_minute"
+
+
+class Held(Recorded):
+    """A client that sends the first piece of its body, then nothing until `go` (or `leave`)."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__(body, piece=len(body) // 2)
+        self.sent_first, self.gate = asyncio.Event(), asyncio.Event()
+        self.gone = False
+
+    async def receive(self) -> dict[str, Any]:
+        if self.receives == 1:
+            self.sent_first.set()
+            await self.gate.wait()
+            if self.gone:
+                self.receives += 1
+                return {"type": "http.disconnect"}
+        return await super().receive()
+
+    def go(self) -> None:
+        self.gate.set()
+
+    def leave(self) -> None:
+        self.gone = True
+        self.gate.set()
+
+
+async def test_uploads_on_their_way_count_as_in_flight_and_a_client_gone_gives_its_count_back(
+    tmp_path: Path,
+) -> None:
+    """Two uploads sent together cannot both pass a limit of one document in flight: the first
+    counts from its headers on, while its body is still coming. Given up mid-body, it counts no
+    more (nor against the uploads per minute)."""
+    async with tenants(tmp_path, documents_in_flight=1, uploads_per_minute=1) as world:
+        first = Held(NOTES)
+        sending = asyncio.create_task(
+            world.app(scope(as_tenant(world, len(NOTES))), first.receive, first.send)
+        )
+        async with asyncio.timeout(10):
+            await first.sent_first.wait()  # past the gate, its body half read
+        second = await call(world.app, as_tenant(world, len(NOTES)), NOTES)
+        assert (second.status, second.receives) == (429, 0)
+        assert second.body["limit"] == "documents_in_flight"
+        first.leave()
+        async with asyncio.timeout(10):
+            await sending
+        assert first.status == 400 and world.parts.views.docs == {}  # the form was cut short
+        again = await call(world.app, as_tenant(world, len(NOTES)), NOTES)
+        assert again.status == 202, again.body
+
+
+async def test_an_upload_the_server_fails_is_not_counted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error of ours (here a bug: no answer reaches the gate) does not use up the tenant's
+    uploads per minute."""
+    async with tenants(tmp_path, uploads_per_minute=1) as world:
+        accept = world.parts.upload
+
+        async def broken(*args: Any) -> Any:
+            raise RuntimeError("a bug")
+
+        monkeypatch.setattr(world.parts, "upload", broken)
+        with pytest.raises(RuntimeError, match="a bug"):
+            await call(world.app, as_tenant(world, len(NOTES)), NOTES)
+        monkeypatch.setattr(world.parts, "upload", accept)
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 202
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 429
+
+
+async def test_an_upload_accepted_while_another_is_on_its_way_is_counted_once(tmp_path: Path) -> None:
+    async with tenants(tmp_path, documents_in_flight=2) as world:
+        first = Held(NOTES)
+        sending = asyncio.create_task(
+            world.app(scope(as_tenant(world, len(NOTES))), first.receive, first.send)
+        )
+        async with asyncio.timeout(10):
+            await first.sent_first.wait()
+        first.go()
+        async with asyncio.timeout(30):
+            await sending
+        assert first.status == 202
+        # One document in flight (the accepted one, not twice): room for exactly one more.
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).status == 202
+        assert (await call(world.app, as_tenant(world, len(NOTES)), NOTES)).body[
+            "limit"
+        ] == "documents_in_flight"
+
+
+def test_the_schema_documents_every_refusal_as_problem_json(
+    app: tuple[FastAPI, FakePublisher, Settings],
+) -> None:
+    """What the fuzzer (tests/integration/test_fuzz.py) holds the live API to, without a broker:
+    every error answer of every route is the problem schema, FastAPI's own 422 and 400 too."""
+    document = app[0].openapi()
+    problem_json = {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    upload = document["paths"]["/v1/documents"]["post"]["responses"]
+    assert set(upload) == {"202", "400", "401", "403", "411", "413", "415", "422", "429"}
+    assert upload["429"]["headers"]["Retry-After"]["schema"] == {"type": "integer"}
+    wrong = [
+        f"{method.upper()} {path} {status}"
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+        for status, answer in operation["responses"].items()
+        if int(status) >= 400 and answer.get("content") != problem_json and path != "/readyz"
+    ]
+    assert wrong == []
+    with_body = [op for item in document["paths"].values() for op in item.values() if "requestBody" in op]
+    assert with_body and all("400" in op["responses"] for op in with_body)  # a body not UTF-8
+    assert "HTTPValidationError" not in json.dumps(document)
 
 
 # A real server: the answer arrives before the body was sent.

@@ -62,14 +62,30 @@ class DeckstreamClient:
         With timeout_s, raises TimeoutError once that long has passed (checked on every line,
         keep-alive pings included, so a silent stream cannot hang the caller).
         """
+        return self._follow(f"/v1/documents/{document_id}/events", {}, last_event_id, timeout_s)
+
+    def events_of(
+        self,
+        documents: list[str] | None = None,
+        last_event_id: str | None = None,
+        timeout_s: float | None = None,
+    ) -> Iterator[SSEEvent]:
+        """Follow many documents on one stream (None: all yours, new ones too; that stream does
+        not end by itself: stop reading to close it). As `events` otherwise."""
+        params = {"documents": ",".join(documents)} if documents is not None else {}
+        return self._follow("/v1/events", params, last_event_id, timeout_s)
+
+    def _follow(
+        self, path: str, params: dict[str, str], last_event_id: str | None, timeout_s: float | None
+    ) -> Iterator[SSEEvent]:
         deadline = time.monotonic() + timeout_s if timeout_s is not None else None
         headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-        with self.http.stream("GET", f"/v1/documents/{document_id}/events", headers=headers) as r:
+        with self.http.stream("GET", path, params=params, headers=headers) as r:
             r.raise_for_status()
             event, data, eid = "message", [], None
             for line in r.iter_lines():
                 if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"the event stream of {document_id} did not end within {timeout_s} s")
+                    raise TimeoutError(f"the event stream {path} did not end within {timeout_s} s")
                 if line == "":
                     if data:
                         yield SSEEvent(event, json.loads("\n".join(data)), eid)

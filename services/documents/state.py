@@ -60,6 +60,8 @@ class DocumentState(BaseModel):
     upload: DocumentUploaded | None = None  # what to send again if the document stalls
     model: str = ""  # what wrote the cards (the latest CardsGenerated's), for the deck's summary
     prompt_version: str = ""
+    languages: dict[int, str] = {}  # chunk index -> the language detected in its text
+    retried: dict[int, bool] = {}  # chunk index -> asked again after its cards were all dropped: kept one
     updated_at: int = 0  # occurred_at (ms) of the latest fact that changed the state
 
     @property
@@ -262,6 +264,10 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             st.dropped[event.chunk_index] = event.dropped
         if event.dropped_reasons:
             st.dropped_reasons[event.chunk_index] = event.dropped_reasons
+        if event.language:
+            st.languages[event.chunk_index] = event.language
+        if event.retried:
+            st.retried[event.chunk_index] = bool(event.cards)
         if not event.cards:
             reason = event.empty_reason or "the model returned no cards"
             st.empty[event.chunk_index] = EmptyChunk(

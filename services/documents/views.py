@@ -12,16 +12,21 @@ Generations: a view follows a document's newest generation (a reprocessing start
 its events replace the older one's). What the API serves by default is the *current* generation:
 the one last promoted (documents.generations), else the document's first. The views also keep
 each document's uploads and reprocessings (documents.uploaded, kept forever), one per generation.
+People's edits of a document's cards (cards.edits) are kept on its view, of every generation,
+and laid over the cards whenever a deck is served (services/cards/edits.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict, deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from services.cards.edits import DocumentEdits
 from services.errors import AtCapacity, RateLimited
 from services.events.models import (
+    CardEdit,
     DeckAssembled,
     DocumentProgress,
     DocumentUploaded,
@@ -57,6 +62,7 @@ class DocumentView:
     done_at: Position | None = None
     history_dropped: bool = False  # the events up to `done` are gone: told again from blobs
     subscribers: set[Subscription] = field(default_factory=set)
+    edits: DocumentEdits = field(default_factory=DocumentEdits)  # people's, of every generation
 
     @property
     def deck(self) -> DeckAssembled | None:
@@ -74,10 +80,16 @@ class DocumentViews:
         self._early_decks: dict[str, dict[int, DeckAssembled]] = {}
         self.uploads: dict[str, dict[int, DocumentUploaded]] = {}  # doc -> generation -> upload
         self.promoted: dict[str, int] = {}  # doc -> the generation last promoted
+        self._early_edits: dict[str, DocumentEdits] = {}  # edits read before their document
+        # Streams that follow every document of a tenant: added to each new one as it appears.
+        self._followers: dict[str, set[Subscription]] = {}
 
     def apply(self, pos: Position, event: Event) -> None:
         if isinstance(event, DocumentUploaded):
             self.note_upload(event)
+            return
+        if isinstance(event, CardEdit):
+            self.edits_of(event.document_id).apply(event)
             return
         if isinstance(event, GenerationPromoted):
             self.promoted[event.document_id] = event.generation
@@ -93,7 +105,7 @@ class DocumentViews:
             return
         view = self.docs.get(event.document_id)
         if view is None:
-            view = self.docs[event.document_id] = DocumentView(snapshot=event)
+            view = self._new_view(event)
             view.decks.update(self._early_decks.pop(event.document_id, {}))
         elif event.generation < view.snapshot.generation:
             return
@@ -120,8 +132,7 @@ class DocumentViews:
         for q in list(view.subscribers):
             if q.full():  # a reader that cannot keep up is closed; it resumes with Last-Event-ID
                 view.subscribers.discard(q)
-                q.get_nowait()
-                q.put_nowait(None)
+                _end(q)
                 continue
             q.put_nowait((pos, event))
 
@@ -188,13 +199,38 @@ class DocumentViews:
 
     def register_upload(self, snapshot: DocumentProgress) -> None:
         """Show a just-accepted upload before the pipeline reports on it."""
-        self.docs.setdefault(snapshot.document_id, DocumentView(snapshot=snapshot))
+        if snapshot.document_id not in self.docs:
+            self._new_view(snapshot)
+
+    def edits_of(self, document_id: str) -> DocumentEdits:
+        """A document's edits (cards.edits), kept aside until its first progress is read."""
+        view = self.docs.get(document_id)
+        return view.edits if view is not None else self._early_edits.setdefault(document_id, DocumentEdits())
+
+    def _new_view(self, snapshot: DocumentProgress) -> DocumentView:
+        """A document seen for the first time; the streams following its tenant follow it too."""
+        view = self.docs[snapshot.document_id] = DocumentView(snapshot=snapshot)
+        view.edits = self._early_edits.pop(snapshot.document_id, view.edits)
+        view.subscribers.update(self._followers.get(snapshot.tenant_id, ()))
+        return view
+
+    def _streams(self, tenant_id: str | None = None) -> set[Subscription]:
+        """The open streams (of one tenant), each once: a stream of several documents is in the
+        subscribers of each, and one that follows a whole tenant may be in none yet."""
+        found: set[Subscription] = set()
+        for view in self.docs.values():
+            if tenant_id is None or view.snapshot.tenant_id == tenant_id:
+                found |= view.subscribers
+        for tenant, followers in self._followers.items():
+            if tenant_id is None or tenant == tenant_id:
+                found |= followers
+        return found
 
     def subscribers(self) -> int:
-        return sum(len(v.subscribers) for v in self.docs.values())
+        return len(self._streams())
 
     def subscribers_of(self, tenant_id: str) -> int:
-        return sum(len(v.subscribers) for v in self.docs.values() if v.snapshot.tenant_id == tenant_id)
+        return len(self._streams(tenant_id))
 
     def subscribe(
         self, document_id: str, *, tenant_cap: int = 0, total_cap: int | None = None
@@ -204,6 +240,46 @@ class DocumentViews:
         cannot slip past them: ``total_cap`` streams in all (None: no cap) else `AtCapacity`,
         ``tenant_cap`` streams of the document's tenant (0: no cap) else `RateLimited`."""
         view = self.docs[document_id]
+        q = self._admit(view.snapshot.tenant_id, tenant_cap, total_cap)
+        view.subscribers.add(q)
+        return q
+
+    def subscribe_many(
+        self,
+        tenant_id: str,
+        document_ids: Sequence[str] | None,
+        *,
+        tenant_cap: int = 0,
+        total_cap: int | None = None,
+    ) -> Subscription:
+        """One queue of several documents' events from now on, in the order they are applied,
+        counted as one stream against the same caps as `subscribe` (in the same one step).
+        ``document_ids`` None: every document of the tenant, and each new one from its first
+        event or its upload on. The caller has checked that the documents are the tenant's."""
+        q = self._admit(tenant_id, tenant_cap, total_cap)
+        if document_ids is None:
+            self._followers.setdefault(tenant_id, set()).add(q)
+            for view in self.docs.values():
+                if view.snapshot.tenant_id == tenant_id:
+                    view.subscribers.add(q)
+        else:
+            for document_id in document_ids:
+                self.docs[document_id].subscribers.add(q)
+        return q
+
+    def unsubscribe_many(self, tenant_id: str, q: Subscription) -> None:
+        """Let go of a `subscribe_many` queue everywhere it was added."""
+        followers = self._followers.get(tenant_id)
+        if followers is not None:
+            followers.discard(q)
+            if not followers:
+                del self._followers[tenant_id]
+        for view in self.docs.values():
+            if view.snapshot.tenant_id == tenant_id:
+                view.subscribers.discard(q)
+
+    def _admit(self, tenant_id: str, tenant_cap: int, total_cap: int | None) -> Subscription:
+        """A new stream's queue, if it is within the caps (see `subscribe`)."""
         if total_cap is not None and self.subscribers() >= total_cap:
             raise AtCapacity(
                 "max_subscribers",
@@ -211,15 +287,13 @@ class DocumentViews:
                 "too many open event streams; try again shortly",
                 "too-many-streams",
             )
-        if tenant_cap and self.subscribers_of(view.snapshot.tenant_id) >= tenant_cap:
+        if tenant_cap and self.subscribers_of(tenant_id) >= tenant_cap:
             raise RateLimited(
                 "sse_streams",
                 STREAM_RETRY_S,
                 f"your tenant has {tenant_cap} event streams open, its limit: close one first",
             )
-        q: Subscription = asyncio.Queue(maxsize=QUEUE_LIMIT)
-        view.subscribers.add(q)
-        return q
+        return asyncio.Queue(maxsize=QUEUE_LIMIT)
 
     def unsubscribe(self, document_id: str, q: Subscription) -> None:
         view = self.docs.get(document_id)
@@ -228,6 +302,14 @@ class DocumentViews:
 
     def close(self) -> None:
         """End every stream (shutdown): subscribers see None."""
-        for view in self.docs.values():
-            for q in view.subscribers:
-                q.put_nowait(None)
+        for q in self._streams():
+            _end(q)
+
+
+def _end(q: Subscription) -> None:
+    """End a reader's stream at once. What it has not read yet is dropped with it: what it sent
+    is then a prefix of its events with no hole, so its Last-Event-ID resumes exactly (dropping
+    just the oldest unread event, to make room for the end, would lose that one)."""
+    while not q.empty():
+        q.get_nowait()
+    q.put_nowait(None)

@@ -4,8 +4,10 @@ It reads jobs.progress, decks, the uploads (documents.uploaded: each document's 
 documents.generations (the one served) from the beginning without a consumer group (every partition,
 no rebalances, no commits) and applies each record to `DocumentViews`; the accounts topic's
 tenants and keys go to the `KeyStore` the API checks keys against (a new or revoked key counts
-within a fetch). It also counts the dead letters of pipeline.dlq by source topic (shown on
-/readyz), and sends one for a record of its own topics it cannot decode.
+within a fetch); people's card edits (cards.edits) go to the views, and their reviews
+(cards.reviews) to the `ReviewStore` their study schedules are replayed from. It also counts
+the dead letters of pipeline.dlq by source topic (shown on /readyz), and sends one for a record
+of its own topics it cannot decode.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.accounts.store import KeyStore
+from services.cards.study import ReviewStore
 from services.documents.views import DocumentViews, Position
 from services.events import topics
-from services.events.models import AccountEvent, RecordRejected, decode, rejected
+from services.events.models import AccountEvent, CardReviewed, RecordRejected, decode, rejected
 
 log = structlog.get_logger(__name__)
 STAGE = "api"
@@ -36,10 +39,12 @@ class ProgressFeed:
         views: DocumentViews | None = None,
         reject: Reject | None = None,
         accounts: KeyStore | None = None,
+        reviews: ReviewStore | None = None,
     ) -> None:
         self.bootstrap = bootstrap
         self.views = views if views is not None else DocumentViews()
         self.accounts = accounts if accounts is not None else KeyStore()
+        self.reviews = reviews if reviews is not None else ReviewStore()
         self.reject = reject  # sends a dead letter (the API's publisher); None: log only
         self._dead: dict[str, set[tuple[int, int]]] = {}  # source topic -> (partition, offset)
         self._consumer: AIOKafkaConsumer | None = None
@@ -57,6 +62,8 @@ class ProgressFeed:
             topics.GENERATIONS.name,
             topics.DEAD_LETTERS.name,
             topics.ACCOUNTS.name,
+            topics.EDITS.name,
+            topics.REVIEWS.name,
             bootstrap_servers=self.bootstrap,
             group_id=None,
             enable_auto_commit=False,
@@ -140,6 +147,9 @@ class ProgressFeed:
             return
         if isinstance(event, AccountEvent):
             self.accounts.apply(event)
+            return
+        if isinstance(event, CardReviewed):
+            self.reviews.apply(event)
             return
         self.views.apply(pos, event)
 

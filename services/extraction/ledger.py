@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from services.domain import DocumentOpened, ExtractionEnded, FileKind, Page
-from services.errors import CorruptFile, FileTooLarge, InputRejected
+from services.errors import CorruptFile, FileTooLarge, InputRejected, UnsupportedFileType
 from services.settings import LimitSettings
 
 from .limits import check_file, check_upload
@@ -159,8 +159,8 @@ def near_memory_limit() -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Subprocess entry: extract one file (or, with ``--check``, only check it), one JSON object
-    per line on the original stdout."""
+    """Subprocess entry: extract one file (or, with ``--check``, only check it; with ``--render``,
+    only render one page), one JSON object per line on the original stdout."""
     parser = argparse.ArgumentParser(prog="python -m services.extraction.ledger")
     parser.add_argument("path", type=Path)
     parser.add_argument("--filename", required=True)
@@ -169,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tables", action="store_true")
     parser.add_argument("--ocr-cache", type=Path, default=None, help="a folder for this file's OCR results")
     parser.add_argument("--check", action="store_true", help="only check_upload: one 'checked' line")
+    parser.add_argument("--render", type=int, default=None, help="only render this PDF page: 'rendered'")
+    parser.add_argument("--width", type=int, default=1200, help="with --render: the image's width (px)")
+    parser.add_argument("--png", type=Path, default=None, help="with --render: where the image goes")
     args = parser.parse_args(argv)
     out = os.fdopen(os.dup(1), "w", encoding="utf-8")
     os.dup2(2, 1)  # anything C code prints goes to stderr, never into the protocol
@@ -183,6 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check:
             send({"t": "checked", "kind": check_upload(args.path, limits, filename=args.filename)})
+            return 0
+        if args.render is not None:
+            from .render import NoSuchPage, RenderJob, render_page
+
+            if check_file(args.path, limits, filename=args.filename) != "pdf":  # MuPDF opens more
+                raise UnsupportedFileType("only the pages of a PDF are rendered")
+            try:
+                rendered = render_page(args.path, limits, RenderJob(args.render, args.width, args.png))
+            except NoSuchPage as e:
+                send({"t": "no-page", "pages_total": e.pages_total})
+                return 0
+            send({"t": "rendered", **rendered.to_json()})
             return 0
         for item in run(
             args.path,

@@ -1,5 +1,5 @@
-"""Export a deck of any kept generation as JSON or CSV: the assembled deck once it is complete,
-else the cards so far.
+"""Export a deck of any kept generation as JSON, CSV or an Anki package (services.cards.anki):
+the assembled deck once it is complete, else the cards so far.
 
 CSV cells hold text from the model and the file's name, so a spreadsheet must never read one as a
 formula: a cell starting with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return gets a
@@ -12,12 +12,14 @@ import csv
 import io
 from typing import Any, Literal
 
+from services.cards.anki import deck_apkg
 from services.cards.rules import review_kinds
 from services.documents.decks import Deck, collect_cards, load_deck, load_generation
 from services.documents.views import DocumentView
 from services.domain import Card, count_reasons
 from services.errors import DocumentNotFound
 from services.events.models import DocumentProgress
+from services.handlers.edits import with_edits
 from services.storage.blobs import BlobStore
 
 CSV_COLUMNS = ["front", "back", "type", "file", "page", "section", "card_id", "needs_review"]
@@ -83,6 +85,8 @@ def deck_json(
             "dropped": deck.dropped if deck else None,
             "dropped_by_reason": deck.dropped_by_reason if deck else None,
             "duplicates_removed": deck.duplicates_removed if deck else None,
+            # Page coverage, language, retried chunks (services/cards/quality.py); decks before: none.
+            **(deck.summary.get("quality", {}) if deck else {}),
         },
         "empty_chunks": deck.empty_chunks if deck else [],
         "cards": [card_json(c) for c in cards],
@@ -90,10 +94,11 @@ def deck_json(
 
 
 async def export_deck(
-    blobs: BlobStore, view: DocumentView, fmt: Literal["json", "csv"], generation: int
-) -> str | dict[str, Any]:
-    """A generation's deck in `fmt`: CSV text, or the JSON body. The newest generation's while it
-    runs is the cards made so far; an older one's is its assembled deck (404 if it has none)."""
+    blobs: BlobStore, view: DocumentView, fmt: Literal["json", "csv", "apkg"], generation: int
+) -> str | bytes | dict[str, Any]:
+    """A generation's deck in `fmt`: CSV text, an Anki package's bytes, or the JSON body. The
+    newest generation's while it runs is the cards made so far; an older one's is its assembled
+    deck (404 if it has none)."""
     snap = view.snapshot
     deck: Deck | None = None
     if generation == snap.generation:
@@ -109,4 +114,7 @@ async def export_deck(
         if deck is None:
             raise DocumentNotFound(f"document {snap.document_id} has no deck of generation {generation}")
         status, cards, failures = deck.status, deck.cards, deck.summary.get("failures", [])
+    cards = await with_edits(blobs, view, generation, cards)  # what people changed, added, removed
+    if fmt == "apkg":  # genanki writes SQLite and a zip: off the event loop
+        return await asyncio.to_thread(deck_apkg, snap.tenant_id, snap.document_id, snap.filename, cards)
     return deck_csv(cards) if fmt == "csv" else deck_json(snap, generation, status, cards, deck, failures)

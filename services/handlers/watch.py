@@ -66,9 +66,12 @@ def client_events(pos: Position, ev: DocumentProgress) -> list[tuple[int, str, d
     return out
 
 
-async def told_again(blobs: BlobStore, view: DocumentView) -> list[tuple[int, str, dict[str, Any]]]:
-    """A done document's history from its snapshot, page ledger and deck (or stored cards)."""
-    done = view.done
+async def told_again(
+    blobs: BlobStore, view: DocumentView, done: DocumentProgress | None = None
+) -> list[tuple[int, str, dict[str, Any]]]:
+    """A done document's history from its snapshot, page ledger and deck (or stored cards).
+    ``done``: its `done` as seen earlier (a reprocessing may have started since); else its latest."""
+    done = done or view.done
     assert done is not None
     snapshot = {f: getattr(done, f) for f in SNAPSHOT_FIELDS}
     ledger = await asyncio.to_thread(load_ledger, blobs, done.document_id, done.generation) or []

@@ -35,7 +35,14 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PIP) install -q -e '.[dev]' -c $(LOCK)
 	@touch $(STAMP)
 
-install: system-deps $(STAMP) ## Create .venv and install deckstream with the test tools
+# axe-core for the browser tests' accessibility checks, at the version tests/e2e/package-lock.json pins.
+E2E_NODE := tests/e2e/node_modules/.package-lock.json
+
+$(E2E_NODE): tests/e2e/package.json tests/e2e/package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is required for the browser tests' axe-core"; exit 1; }
+	npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
+
+install: system-deps $(STAMP) $(E2E_NODE) ## Create .venv and install deckstream with the test tools
 
 $(VENV)/.qwen: $(STAMP)
 	$(PIP) install -q -e '.[dev,qwen]' -c $(LOCK)
@@ -44,7 +51,7 @@ $(VENV)/.qwen: $(STAMP)
 run: install $(VENV)/.qwen ## Install what is missing, start everything, print the URL and token
 	$(VENV)/bin/deckstream up
 
-test: install ## Lint, type-check, then unit and integration tests (real Kafka, llama.cpp)
+test: install ## Lint, type-check, then unit, integration and browser tests (real Kafka, llama.cpp, Chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest

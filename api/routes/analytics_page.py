@@ -1,5 +1,5 @@
-"""The analytics page of the web client and its script; no auth, like `/` (the page asks for
-the token and sends it with its calls to /v1/analytics)."""
+"""The analytics page of the web client and its script; no auth, like `/` (its calls to
+/v1/analytics carry the session cookie an operator got by signing in on `/`)."""
 
 from __future__ import annotations
 

@@ -18,23 +18,16 @@ class ApiError extends Error {
   constructor(status, message) { super(message); this.status = status; }
 }
 
-// The API token, kept in localStorage as index.html does. A later issue replaces tokens with
-// sessions: this function is the only place that knows about them.
-function tokenAuth(input, onChange) {
-  input.value = localStorage.getItem("deckstream-token") || "";
-  input.onchange = () => { localStorage.setItem("deckstream-token", input.value.trim()); onChange(); };
-  return () => (input.value.trim() ? { Authorization: "Bearer " + input.value.trim() } : null);
-}
-
+// The session cookie of the documents page (HttpOnly: this script never sees it). Analytics
+// span every tenant, so only a session opened with the operator key may read them (else 403).
 const state = { panels: null, views: new Map(), seq: 0, busy: false, last: 0 };
-const auth = tokenAuth($("token"), () => { state.panels = null; refresh(); });
 
 async function api(path) {
-  const headers = auth();
-  if (!headers) throw new ApiError(401, "Enter the API token (printed by deckstream up).");
-  const r = await fetch(path, { headers, signal: AbortSignal.timeout(20_000) }); // a hung call must not stop the refreshes
+  const r = await fetch(path, { credentials: "same-origin", signal: AbortSignal.timeout(20_000) }); // a hung call must not stop the refreshes
   const body = await r.json().catch(() => ({}));
-  if (r.status === 401) throw new ApiError(401, "The API token was refused: enter the one printed by deckstream up.");
+  $("signin").hidden = r.status !== 401 && r.status !== 403;
+  if (r.status === 401) throw new ApiError(401, "You are not signed in, or your session has ended.");
+  if (r.status === 403) throw new ApiError(403, "The analytics are for operators: sign in with the operator key.");
   if (!r.ok) throw new ApiError(r.status, body.detail || `${r.status} ${r.statusText}`);
   return body;
 }
@@ -74,7 +67,7 @@ async function loadPanel(panel, from, to, seq) {
     draw(view);
   } catch (err) {
     if (seq !== state.seq) return;
-    if (err instanceof ApiError && err.status === 401) throw err;
+    if (err instanceof ApiError && (err.status === 401 || err.status === 403)) throw err;
     view.data = null;
     showState(view, "error", `Could not load this panel: ${err.message}`);
   } finally {

@@ -1,10 +1,17 @@
 """A result cache for generated cards: a re-upload or a retry never pays twice for a chunk.
 
 Keyed by what determines the answer: the chunk's text and page layout, the model, the prompt
-version and profile, and the card options. Entries live in the blob store and hold the model's
-answer, not the cards: a hit is read again by ``rules.cards_from_answer``, so cards follow
-today's validation and grounding rules and carry this document's file, ids and chunk index.
-Entries written before answers were kept hold cards, re-stamped for the document on a hit.
+version and profile, the card options, and the language the prompt names (versions that name
+one). Entries live in the blob store and hold the model's answer, not the cards: a hit is read
+again by ``rules.cards_from_answer``, so cards follow today's validation and grounding rules and
+carry this document's file, ids and chunk index. Entries written before answers were kept hold
+cards, re-stamped for the document on a hit.
+
+A chunk whose cards were all dropped is asked once more with a prompt that names why
+(``writing.write_cards``). That answer is kept in the same entry, under ``retry_key``: the
+prompt version and the reasons named. A replay whose rules drop the same cards for the same
+reasons reads it back; other reasons are another prompt, so another answer. One entry per chunk
+keeps ``deckstream gc`` right: it keeps the entries a chunk's cards name.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from services.documents.decks import card_from_json
 from services.domain import Card, Chunk, card_id
@@ -21,13 +28,28 @@ from services.storage.blobs import BlobStore
 
 
 def cache_key(
-    chunk: Chunk, *, model: str, prompt_version: str, profile: str, card_types: Sequence[str], per_chunk: int
+    chunk: Chunk,
+    *,
+    model: str,
+    prompt_version: str,
+    profile: str,
+    card_types: Sequence[str],
+    per_chunk: int,
+    language: str | None = None,
 ) -> str:
+    """``language``: what the prompt names ("es", "und"), None for versions that name none (their
+    keys stay as they were)."""
     layout = [(s.page, s.label, list(s.section)) for s in chunk.segments]
-    raw = json.dumps(
-        [chunk.content_hash, layout, model, prompt_version, profile, sorted(card_types), per_chunk]
-    )
-    return hashlib.sha256(raw.encode()).hexdigest()
+    parts = [chunk.content_hash, layout, model, prompt_version, profile, sorted(card_types), per_chunk]
+    if language is not None:
+        parts.append(language)
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def retry_key(prompt_version: str, reasons: Sequence[str]) -> str:
+    """The retry's answer within a chunk's entry: its prompt is the version's retry prompt
+    naming these reasons."""
+    return hashlib.sha256(json.dumps([prompt_version, list(reasons)]).encode()).hexdigest()[:16]
 
 
 def _uri_key(key: str) -> str:
@@ -39,10 +61,20 @@ class Cached:
     answer: Completion | None = None  # the model's answer (entries written since answers are kept)
     cards: list[Card] | None = None  # older entries: the cards, re-stamped for this document
     empty_reason: str | None = None  # older entries: why there are no cards, when there are none
+    retries: dict[str, Completion] = dataclasses.field(default_factory=dict)  # by retry_key
 
 
-def store_cached(blobs: BlobStore, key: str, answer: Completion) -> None:
-    blobs.put_json(_uri_key(key), {"answer": answer.text, "finish_reason": answer.finish_reason})
+def _answer(completion: Completion) -> dict[str, str]:
+    return {"answer": completion.text, "finish_reason": completion.finish_reason}
+
+
+def store_cached(
+    blobs: BlobStore, key: str, answer: Completion, retries: Mapping[str, Completion] | None = None
+) -> None:
+    entry: dict[str, object] = {**_answer(answer)}
+    if retries:
+        entry["retries"] = {k: _answer(c) for k, c in retries.items()}
+    blobs.put_json(_uri_key(key), entry)
 
 
 def load_cached(
@@ -54,7 +86,9 @@ def load_cached(
         return None
     entry = blobs.get_json("blob://" + _uri_key(key))
     if isinstance(entry, dict) and "answer" in entry:
-        return Cached(answer=Completion(entry["answer"], entry["finish_reason"]))
+        kept = entry.get("retries", {})
+        retries = {k: Completion(r["answer"], r["finish_reason"]) for k, r in kept.items()}
+        return Cached(answer=Completion(entry["answer"], entry["finish_reason"]), retries=retries)
     if isinstance(entry, list):  # entries written before the ledger: the cards alone
         entry = {"cards": entry, "empty_reason": None}
     cards = [card_from_json(c) for c in entry["cards"]]

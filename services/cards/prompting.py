@@ -3,6 +3,13 @@
 The wording lives in versioned files under ``services/cards/prompts/`` (``cards-chat-v1.txt`` for
 instruct models, ``cards-fewshot-v1.txt`` for base models); the version string
 ("cards-chat-v1") is stamped on every card made with it.
+
+From v3 a prompt names the card's language and shows a worked example in it
+(``cards-examples-v3.txt``: English, Spanish, French, German, Portuguese; for another language
+the chat prompt names it without an example, the few-shot one keeps the English example, which
+a base model needs for the format). A v3 file also has a ``retry`` prompt: when every card of a
+chunk was dropped, it asks once more and says why they were (``reasons``), with a hint per
+reason. Older versions render as they always did, whatever the language.
 """
 
 from __future__ import annotations
@@ -16,6 +23,8 @@ from importlib.resources import files
 from string import Template
 from typing import Any, NamedTuple
 
+from services.cards import language as languages
+from services.cards.lexicon import NEUTRAL
 from services.domain import Chunk
 from services.errors import PermanentError, UnreadableOutput
 from services.llm.client import Message, Profile, Prompt
@@ -98,6 +107,57 @@ def card_schema(card_types: Sequence[str], per_chunk: int) -> dict[str, Any]:
     }
 
 
+def uses_language(profile: Profile, version: str) -> bool:
+    """Whether the prompt names the card's language (v3 on): then the language is part of what
+    determines the answer, and of the result cache's key."""
+    sections = load_sections(prompt_version(profile, version))
+    return "language.named" in sections or "$example" in sections.get("prompt", "")
+
+
+def can_retry(profile: Profile, version: str) -> bool:
+    """Whether the prompt version has a retry prompt for a chunk whose cards were all dropped."""
+    return "retry" in load_sections(prompt_version(profile, version))
+
+
+@lru_cache(maxsize=8)
+def examples(version: str) -> dict[str, tuple[str, tuple[tuple[str, str], ...]]]:
+    """The worked examples of a version by language: (text, ((question, answer), ...))."""
+    try:
+        sections = load_sections(f"cards-examples-{version}")
+    except PermanentError:
+        return {}
+    out = {}
+    for code, body in sections.items():
+        if not code:
+            continue
+        text = body.split("\n", 1)[0].removeprefix("Text:").strip()
+        pairs = tuple((m["q"].strip(), m["a"].strip()) for m in _QA.finditer(body))
+        out[code] = (text, pairs)
+    return out
+
+
+def _example_block(version: str, code: str) -> str:
+    """An example as a base model continues it; English for a language without one."""
+    found = examples(version)
+    text, pairs = found.get(code) or found["en"]
+    return "\n".join([f"Text: {text}", *(f"Q: {q}\nA: {a}" for q, a in pairs)])
+
+
+# Which hint a retry gives for a drop reason (a prefix of the reason); "other" for the rest.
+_HINTS = (
+    ("not supported", "unsupported"),
+    ("the answer only repeats", "repeats"),
+    ("duplicate", "duplicate"),
+    ("the answer says the opposite", "contradicts"),
+    ("the answer compares", "compares"),
+)
+
+
+def _hints(sections: dict[str, str], reasons: Sequence[str]) -> str:
+    names = [next((h for prefix, h in _HINTS if r.startswith(prefix)), "other") for r in reasons]
+    return "\n".join(sections[f"hint.{h}"] for h in dict.fromkeys(names) if f"hint.{h}" in sections)
+
+
 def render_prompt(
     chunk: Chunk,
     *,
@@ -107,26 +167,64 @@ def render_prompt(
     version: str = "v1",
     max_tokens: int | None = None,
     temperature: float | None = None,
+    language: str = NEUTRAL,
+    source_language: str = NEUTRAL,
+    retry_reasons: Sequence[str] = (),
 ) -> RenderedPrompt:
+    """The prompt for a chunk's cards in ``language`` ("und": the text's own, unnamed), from a
+    chunk in ``source_language``; with ``retry_reasons``, the retry prompt that names them."""
     name = prompt_version(profile, version)
     sections = load_sections(name)
     default_tokens, default_temperature = _DEFAULTS[profile]
     tokens = max_tokens or default_tokens
     temp = default_temperature if temperature is None else temperature
+    said = languages.name(language)
+    reasons = "; ".join(retry_reasons)
+    if retry_reasons and "retry" not in sections:
+        raise PermanentError(f"prompt {name} has no retry prompt")
     if profile == "completion":
         if "basic" not in card_types:
             raise PermanentError("a base model (completion profile) writes basic cards only")
-        text = Template(sections[""]).substitute(text=" ".join(chunk.text.split()))
+        template = sections["retry" if retry_reasons else "prompt"] if "prompt" in sections else sections[""]
+        text = Template(template).substitute(
+            text=" ".join(chunk.text.split()),
+            example=_example_block(version, language) if "$example" in template else "",
+            reasons=reasons,
+        )
         prompt = Prompt(text=text, stop=FEWSHOT_STOP, max_tokens=tokens, temperature=temp)
         return RenderedPrompt(name, prompt)
     unknown = [t for t in card_types if t not in sections]
     if unknown or not card_types:
         raise PermanentError(f"prompt {name} has no card types {unknown or '(none given)'}")
     types = "\n".join(sections[t] for t in card_types)
-    system = Template(sections["system"]).substitute(types=types)
-    user = Template(sections["user"]).substitute(pages=page_span(chunk), text=chunk.text, n=per_chunk)
+    named = {"language": said or "", "language_short": said or "the language of the text"}
+    if "language.named" in sections:
+        source = languages.name(source_language)
+        rule = "language.source" if not said else "language.named"
+        if said and source and source_language != language:
+            rule = "language.translated"
+        named["language_rule"] = Template(sections[rule]).substitute(named, source=source or "")
+    system = Template(sections["system"]).substitute(named, types=types)
+    user_template = sections["retry"] if retry_reasons else sections["user"]
+    user = Template(user_template).substitute(
+        named,
+        pages=page_span(chunk),
+        text=chunk.text,
+        n=per_chunk,
+        reasons=reasons,
+        hints=_hints(sections, retry_reasons),
+    )
+    messages = [Message("system", system)]
+    example = examples(version).get(language) if "basic" in card_types else None
+    if example is not None:  # a worked example in the card's language, as a turn of its own
+        text, pairs = example
+        asked = Template(sections["user"]).substitute(named, pages="Page 1", text=text, n=len(pairs))
+        answer = json.dumps(
+            {"cards": [{"type": "basic", "front": q, "back": a} for q, a in pairs]}, ensure_ascii=False
+        )
+        messages += [Message("user", asked), Message("assistant", answer)]
     prompt = Prompt(
-        messages=(Message("system", system), Message("user", user)),
+        messages=(*messages, Message("user", user)),
         schema=card_schema(card_types, per_chunk),
         max_tokens=tokens,
         temperature=temp,

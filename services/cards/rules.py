@@ -12,15 +12,22 @@ alone: "The type of '17' is <class 'str'>." asked "What is the type of '17'?" ke
 "<class 'str'>.", and an answer with nothing the question does not already say is dropped. A
 question that leans on the text ("What is the main argument presented in the text?") is kept
 with ``needs_review``.
+
+The words these rules read are the card's language's (``services/cards/lexicon.py``: English,
+Spanish, French, German, Portuguese, a neutral fallback for the rest; English when no language
+is given). Beyond shared words, ``services/cards/facts.py`` checks opposite terms, comparisons,
+numbers and names. A card written in another language than its chunk (the upload asked for
+one) cannot be grounded by shared words: only its numbers and names are checked.
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from services.cards import facts
+from services.cards.lexicon import ENGLISH, Lexicon, lexicon
 from services.cards.prompting import RawCard, parse_json_cards, parse_qa_pairs
 from services.domain import UNRECORDED, Card, CardType, Chunk, card_id, count_reasons
 from services.errors import UnreadableOutput
@@ -33,72 +40,42 @@ MAX_BACK_WORDS = 30
 MIN_TRIMMED_WORDS = 6  # a long answer cut at a sentence end keeps at least this many words
 NOT_SUPPORTED = "not supported by the text"
 
-_STOPWORDS = """a about above after again against all also am an and any are as at be because been before
-    being below between both but by can could did do does doing down during each few for from
-    further had has have having he her here hers him his how i if in into is it its itself just
-    me more most my no nor not now of off on once only or other our ours out over own same she
-    should so some such than that the their theirs them then there these they this those through
-    to too under until up very was we were what when where which while who whom whose why will
-    with would you your yours text say says said called"""
-STOPWORDS = frozenset(_STOPWORDS.split())
-_WORD = re.compile(r"[^\W_]+")
+STOPWORDS = ENGLISH.stopwords
 _CLOZE = re.compile(r"\{\{c\d+::(.*?)(?:::[^}]*)?\}\}")
-_COPULA = re.compile(r"\s(?:is|are|was|were|means|refers to)\s", re.IGNORECASE)
-_CHOICE = re.compile(r"\bor\b", re.IGNORECASE)
-_NEGATION = re.compile(r"\b(?:not|no|never|cannot|none|nothing|neither|nor|without)\b|n't\b", re.IGNORECASE)
-_WHAT_IS = re.compile(r"\s*(?:what|who|which)\s+(?:is|are|was|were)\b", re.IGNORECASE)
-# What may open an answer on its own: a noun phrase, "to …", a name, a number, a symbol. Not
-# "represented by \n, while …" (a passive or a comparison cut in two) nor "often used as …".
-_ANSWER_START = re.compile(r"(?:a|an|the|to|one|its|their|his|her)\b|[^a-z]")
-_COMPARES = re.compile(r"\b(?:between|differ\w*|compare\w*|contrast\w*|versus|vs)\b", re.IGNORECASE)
-_YES_NO = re.compile(
-    r"\s*(?:is|are|was|were|am|can|could|do|does|did|will|would|has|have|had|should|must|may|might)\b",
-    re.IGNORECASE,
-)
-# "… presented in the text?", "What does the author argue?", "the code snippet provided", "…
-# of `y` in the code snippet?", "… discussed in these slides?", "the following statement": the
-# question only makes sense beside its source.
-_SOURCE = (
-    r"(?:text|passage|excerpt|extract|(?:code\s+)?snippet|article|author|slides?|chapter|section|document)"
-)
-_LEANS_ON_SOURCE = re.compile(
-    rf"\b(?:the|this|that|these|those|above|following|given)\s+{_SOURCE}(?=\s*[?.,;:!]|\s*$|\s+(?:says?|states?|argues?|"
-    r"describes?|mentions?|suggests?|explains?|discuss(?:es)?|defines?|claims?|provided|given|above|below|about)\b)"
-    rf"|\b(?:in|on|from|according to)\s+(?:the|this|these)\s+{_SOURCE}\b"
-    r"(?!\s+(?:of|box|file|field|editor|string|mode|area|store|database|type|object)\b)"
-    r"|\b(?:code|example|snippet|passage|excerpt|program)\s+(?:provided|given|shown|above|below)\b"
-    r"|\b(?:the|this|these)\s+(?:following|above)\b",
-    re.IGNORECASE,
-)
+_WORD = re.compile(r"[^\W_]+")
 REPEATS_QUESTION = "the answer only repeats the question"
 WEAK_SUPPORT = "only {:.0%} of the answer's key terms occur in the source text"
 POINTS_AT_SOURCE = "the question points at its source, not at what it asks about"
 # Review reasons without their figures, to count cards by reason in the deck's quality.
 WEAK_SUPPORT_KIND = "some of the answer's key terms do not occur in the source text"
-_WEAK_SUPPORT = re.compile(re.escape(WEAK_SUPPORT).replace(r"\{:\.0%\}", r"\d+%"))
+_KINDS = (
+    (re.compile(re.escape(WEAK_SUPPORT).replace(r"\{:\.0%\}", r"\d+%")), WEAK_SUPPORT_KIND),
+    *facts.KINDS,
+)
+
+
+@dataclass(slots=True)
+class Retry:
+    """The second, targeted attempt at a chunk whose cards were all dropped."""
+
+    reasons: list[str]  # why they were, as its prompt names them: "not supported by the text (3)"
+    key: str  # its part of the result cache's key (services/cards/cache.py::retry_key)
+    answer: Completion | None = None  # its answer (None: it gave none usable)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # what it dropped in turn
 
 
 @dataclass(slots=True)
 class ChunkCards:
     cards: list[Card] = field(default_factory=list)
-    dropped: list[tuple[str, str]] = field(default_factory=list)  # (front, reason)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # (front, reason), every attempt's
     attempts: int = 0
     answer: Completion | None = None  # the model's answer the cards were read from (cached)
+    retry: Retry | None = None  # the targeted retry, when the first cards were all dropped
 
 
-@functools.lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
-    """Words repeat across a book's chunks: each is stemmed once."""
-    for suffix in ("ing", "ed", "s", "e"):
-        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
-            word = word[: -len(suffix)]
-    return word
-
-
-def key_terms(text: str) -> list[str]:
+def key_terms(text: str, language: str | None = None) -> list[str]:
     """Content words of a text, stemmed, without stopwords, first occurrence first."""
-    words = (w for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
-    return list(dict.fromkeys(_stem(w) for w in words if len(w) > 1 or w.isdigit()))
+    return lexicon(language).key_terms(text)
 
 
 def empty_reason(dropped: Sequence[tuple[str, str]]) -> str:
@@ -109,13 +86,30 @@ def empty_reason(dropped: Sequence[tuple[str, str]]) -> str:
     return "; ".join(f"{r} ({n})" if n > 1 else r for r, n in counts.items())
 
 
+def dropped_reasons(dropped: Sequence[tuple[str, str]]) -> list[str]:
+    """The reasons of the cards dropped, counted ("not supported by the text (3)"), most frequent
+    first; what a retry prompt names. Empty when the model wrote no card to drop."""
+    counts = count_reasons(reason for front, reason in dropped if front)
+    return [f"{r} ({n})" if n > 1 else r for r, n in counts.items()]
+
+
+def why_empty(result: ChunkCards) -> str | None:
+    """Why a chunk ends without a card, for the deck's ledger; None when it has cards."""
+    if result.cards:
+        return None
+    if result.retry is None:
+        return empty_reason(result.dropped)
+    first = result.dropped[: len(result.dropped) - len(result.retry.dropped)]
+    return f"{empty_reason(first)}; asked again naming why: {empty_reason(result.retry.dropped)}"
+
+
 def review_kinds(card: Card) -> list[str]:
     """Why a card needs review, without figures: "only 75% of …" counts as WEAK_SUPPORT_KIND."""
     if not card.needs_review:
         return []
     if not card.review:
         return [UNRECORDED]
-    return [WEAK_SUPPORT_KIND if _WEAK_SUPPORT.fullmatch(r) else r for r in card.review.split("; ")]
+    return [next((kind for p, kind in _KINDS if p.fullmatch(r)), r) for r in card.review.split("; ")]
 
 
 def normalise(text: str) -> str:
@@ -148,21 +142,24 @@ def _restates(part: set[str], asked: set[str]) -> bool:
     return part <= asked and 2 * len(part) >= len(asked)
 
 
-def answer_only(front: str, back: str) -> str:
+def answer_only(front: str, back: str, language: str | None = None) -> str:
     """The answer without a restatement of the question before it: asked "What is the goal of
     the course?", "The goal of our course is to help you…" becomes "to help you…". Only for
     "what is" questions, which such an answer mirrors."""
-    copula = _COPULA.search(back)
-    if copula is None or not _WHAT_IS.match(front) or _COMPARES.search(front):
+    lex = lexicon(language)
+    if lex.copula is None or lex.what_is is None or lex.answer_start is None:
+        return back  # the neutral fallback: no words to read the question by
+    copula = lex.copula.search(back)
+    if copula is None or not lex.what_is.match(front) or (lex.compares and lex.compares.search(front)):
         return back  # "What do we know about X?" "X is…"; "the difference between A and B"
-    asked, head = set(key_terms(front)), set(key_terms(back[: copula.start()]))
+    asked, head = set(lex.key_terms(front)), set(lex.key_terms(back[: copula.start()]))
     rest = back[copula.end() :].strip()
-    if _restates(head, asked) and key_terms(rest) and _ANSWER_START.match(rest):
+    if _restates(head, asked) and lex.key_terms(rest) and lex.answer_start.match(rest):
         return rest
     return back
 
 
-def _repeats_question(front: str, back: str) -> bool:
+def _repeats_question(front: str, back: str, lex: Lexicon) -> bool:
     """An answer that says the question again and nothing more: its terms are the question's,
     and most of them ("What does append add to a list?" "Append adds to a list.").
 
@@ -171,19 +168,22 @@ def _repeats_question(front: str, back: str) -> bool:
     ("Tuples do not have a reverse() method, while lists do."), nor the answer to a yes or no
     question or to a choice ("Which is larger, the Sun or the Moon?").
     """
-    terms = set(key_terms(back))
-    if not terms or _YES_NO.match(front) or _CHOICE.search(front):
+    terms = set(lex.key_terms(back))
+    if not terms or lex.yes_no is None or lex.choice is None or lex.negation is None:
+        return False  # the neutral fallback cannot tell a yes-or-no question: keep the card
+    if lex.yes_no.match(front) or lex.choice.search(front):
         return False
-    if _NEGATION.search(back) and not _NEGATION.search(front):
+    if lex.negation.search(back) and not lex.negation.search(front):
         return False
-    return _restates(terms, set(key_terms(front)))
+    return _restates(terms, set(lex.key_terms(front)))
 
 
-def leans_on_source(front: str) -> bool:
-    return _LEANS_ON_SOURCE.search(front) is not None
+def leans_on_source(front: str, language: str | None = None) -> bool:
+    pattern = lexicon(language).leans_on_source
+    return pattern is not None and pattern.search(front) is not None
 
 
-def _check(raw: RawCard, card_types: Sequence[str]) -> tuple[RawCard | None, str]:
+def _check(raw: RawCard, card_types: Sequence[str], lex: Lexicon) -> tuple[RawCard | None, str]:
     """The cleaned card, or None and why it was rejected."""
     front, back = raw.front.strip(), raw.back.strip()
     if raw.type not in card_types:
@@ -197,8 +197,8 @@ def _check(raw: RawCard, card_types: Sequence[str]) -> tuple[RawCard | None, str
     elif "{{" in front:
         return None, "cloze syntax on a basic card"
     else:
-        back = answer_only(front, back)
-        if _repeats_question(front, back):
+        back = answer_only(front, back, lex.code)
+        if _repeats_question(front, back, lex):
             return None, REPEATS_QUESTION
     if not front or not back:
         return None, "empty front or back"
@@ -216,7 +216,7 @@ def _duplicate_keys(card: RawCard) -> set[str]:
 
 
 def _read(
-    completion: Completion, profile: Profile, card_types: Sequence[str]
+    completion: Completion, profile: Profile, card_types: Sequence[str], lex: Lexicon
 ) -> tuple[list[RawCard], list[tuple[str, str]]]:
     """Parse and validate; raises UnreadableOutput when nothing usable came back."""
     truncated = completion.finish_reason == "length"
@@ -233,7 +233,7 @@ def _read(
     dropped: list[tuple[str, str]] = []
     seen: set[str] = set()
     for card in raw:
-        clean, reason = _check(card, card_types)
+        clean, reason = _check(card, card_types, lex)
         keys = _duplicate_keys(clean) if clean is not None else set()
         if keys & seen:
             clean, reason = None, "duplicate card"
@@ -254,19 +254,29 @@ def _ground(
     ids: Callable[[int], str],
     version: str,
     filename: str,
+    lex: Lexicon,
+    translated: bool,
 ) -> tuple[list[Card], list[tuple[str, str]]]:
     chunk_terms = set().union(*segment_terms)  # the chunk's text is its segments, one per line
+    source = facts.Source(chunk.text, lex, chunk_terms)
     kept: list[Card] = []
     dropped: list[tuple[str, str]] = []
     for raw in cards:
         answer = " ".join(_CLOZE.findall(raw.front)) if raw.type == "cloze" else raw.back
-        terms = key_terms(answer) or key_terms(raw.front)
+        terms = lex.key_terms(answer) or lex.key_terms(raw.front)
         support = sum(t in chunk_terms for t in terms) / len(terms) if terms else 0.0
+        if translated:  # other words than the source's: shared words cannot tell
+            support = 1.0
         if support < UNSUPPORTED:
             dropped.append((raw.front, NOT_SUPPORTED))
             continue
+        findings = facts.check(raw.front, answer, source, same_language=not translated)
+        if wrong := [f.reason for f in findings if f.drop]:
+            dropped.append((raw.front, wrong[0]))
+            continue
         review = [WEAK_SUPPORT.format(support)] if support < SUPPORTED else []
-        review += [POINTS_AT_SOURCE] if leans_on_source(raw.front) else []
+        review += [POINTS_AT_SOURCE] if lex.leans_on_source and lex.leans_on_source.search(raw.front) else []
+        review += [f.reason for f in findings]
         hits = [sum(t in seg for t in terms) for seg in segment_terms]
         segment = chunk.segments[hits.index(max(hits))]
         kind: CardType = "cloze" if raw.type == "cloze" else "basic"
@@ -290,8 +300,10 @@ def _ground(
     return kept, dropped
 
 
-def _segment_terms(chunk: Chunk) -> list[set[str]]:
-    return [set(key_terms(segment.text)) for segment in chunk.segments]
+def segment_key_terms(chunk: Chunk, language: str | None = None) -> list[set[str]]:
+    """Each segment's key terms, read in the chunk's language."""
+    lex = lexicon(language)
+    return [set(lex.key_terms(segment.text)) for segment in chunk.segments]
 
 
 def cards_from_answer(
@@ -305,18 +317,22 @@ def cards_from_answer(
     generation: int,
     filename: str,
     segment_terms: list[set[str]] | None = None,
+    language: str | None = None,
+    translated: bool = False,
 ) -> ChunkCards:
     """The cards in a model's answer under today's rules: parsed, validated, grounded, cited.
 
-    The result cache keeps answers, not cards, and reads a hit through here again: a change
-    of these rules applies to cached chunks without a new LLM call. Raises UnreadableOutput
-    when the answer holds no usable card.
+    ``language`` is the cards' (None: English, the rules before languages came); ``translated``
+    says they were asked in another language than the chunk's. The result cache keeps answers,
+    not cards, and reads a hit through here again: a change of these rules applies to cached
+    chunks without a new LLM call. Raises UnreadableOutput when the answer holds no usable card.
     """
-    valid, rejected = _read(answer, profile, card_types)
+    lex = lexicon(language)
+    valid, rejected = _read(answer, profile, card_types, lex)
 
     def ids(i: int) -> str:
         return card_id(document_id, generation, chunk.index, i)
 
-    terms = segment_terms if segment_terms is not None else _segment_terms(chunk)
-    cards, unsupported = _ground(valid, chunk, terms, ids, version, filename)
+    terms = segment_terms if segment_terms is not None else segment_key_terms(chunk, language)
+    cards, unsupported = _ground(valid, chunk, terms, ids, version, filename, lex, translated)
     return ChunkCards(cards=cards, dropped=rejected + unsupported, answer=answer)

@@ -1,5 +1,10 @@
 """Assemble a deck: a finished document's stored cards, without near-duplicates, as one deck
-blob, announced by DeckAssembled on the compacted decks topic."""
+blob, announced by DeckAssembled on the compacted decks topic.
+
+The deck's summary keeps its `quality` beside the counts the state machine has: page coverage
+(from the page ledger and the kept cards), the document's language (its chunks'), and the chunks
+asked again after all their cards were dropped (services/cards/quality.py).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,11 @@ import functools
 
 import structlog
 
+from services.cards import quality
 from services.cards.dedup import drop_near_duplicates
+from services.cards.language import requested
 from services.documents.decks import store_deck, stored_cards, without_repeats
+from services.documents.ledger import load_ledger
 from services.documents.state import AssembleDeck, DocumentState
 from services.events.models import DeckAssembled
 from services.storage.blobs import BlobStore
@@ -22,6 +30,14 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
     every = await asyncio.to_thread(stored_cards, blobs, st.document_id, st.generation)
     cards = await asyncio.to_thread(lambda: drop_near_duplicates(without_repeats(every)))
     kept = {c.card_id for c in cards}
+    ledger = await asyncio.to_thread(load_ledger, blobs, st.document_id, st.generation)
+    asked = requested(st.upload.language) if st.upload is not None else None
+    summary_quality = {
+        **quality.page_coverage(ledger or [], cards),
+        **quality.document_language(st.languages),
+        "cards_language": asked,  # None: each chunk's own
+        **quality.retried(st.retried),
+    }
     uri = await asyncio.to_thread(
         functools.partial(
             store_deck,
@@ -43,6 +59,7 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
                 "failures": [f.model_dump() for f in deck.failures],
                 "created_at": st.created_at,
                 "finished_at": st.updated_at,
+                "quality": summary_quality,
             },
         )
     )

@@ -92,6 +92,7 @@ def _chunk_event(up: DocumentUploaded, chunk: Chunk, lane: str) -> ChunkCreated:
         attempt=_attempt(up),
         model=up.model,
         prompt_version=up.prompt_version,
+        language=up.language,
     )
 
 

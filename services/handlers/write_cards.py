@@ -8,6 +8,11 @@ ChunkFailed (also sent to the dead-letter topic) with the reason; nothing is dro
 While the LLM is unavailable the circuit breaker holds calls back (documents wait, they do not
 fail), and a chunk whose round of attempts failed goes through the retry topic with a growing
 delay, up to `retry_rounds` rounds. Results are cached by chunk content, model and prompt.
+
+Each chunk's language is detected from its text (services/cards/language.py); its cards are
+written in it, or in the language the upload asked for, and read by that language's rules. A
+chunk whose cards were all dropped is asked once more, naming why (services/cards/writing.py);
+its CardsGenerated says so (`retried`), and its ledger reason when it still has none.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from typing import Any
 
 import structlog
 
+from services.cards import language as languages
 from services.cards.cache import cache_key, cards_for_chunk, load_cached, store_cached
-from services.cards.prompting import prompt_version
-from services.cards.rules import ChunkCards, cards_from_answer, empty_reason
-from services.cards.writing import CallMeasured, write_cards
+from services.cards.lexicon import NEUTRAL
+from services.cards.prompting import prompt_version, uses_language
+from services.cards.rules import ChunkCards, why_empty
+from services.cards.writing import CallMeasured, Reading, reading, replay_cached, write_cards
 from services.documents.decks import store_chunk_cards
 from services.documents.settled import SettledDocuments
 from services.domain import Card, Chunk, count_reasons
@@ -32,6 +39,7 @@ from services.events import topics
 from services.events.models import CardsGenerated, ChunkCreated, ChunkFailed, LLMCallMeasured, now_ms
 from services.handlers import Emit, HandBack, Send
 from services.llm.breaker import CircuitBreaker
+from services.llm.client import Completion
 from services.llm.connection import LLMConnection
 from services.llm.scheduler import InflightScheduler, admit
 from services.settings import CardSettings, LLMSettings
@@ -63,7 +71,12 @@ class _Job:
     key: str
     started: float
     bound: Any
+    source_language: str  # detected in the chunk's text ("und": unsure)
+    language: str  # the cards': the upload's choice, else the source's
+    read: Reading
     calls: list[CallMeasured] = field(default_factory=list)  # the LLM calls made for it
+    first_answer: Completion | None = None  # cached, its cards all dropped: only the retry is asked
+    retries: dict[str, Completion] = field(default_factory=dict)  # the cached entry's retry answers
 
 
 class WriteChunkCards:
@@ -81,6 +94,7 @@ class WriteChunkCards:
         self.cfg, self.cards_cfg = llm_settings, card_settings
         self.blobs, self.llm, self.scheduler, self.breaker = blobs, llm, scheduler, breaker
         self.settled = settled
+        languages.load()  # ~0.9 s once per process: at start, not on the event loop's first chunk
 
     async def __call__(
         self, ev: ChunkCreated, *, priority: int, give_up: asyncio.Future[None] | None
@@ -96,6 +110,8 @@ class WriteChunkCards:
         if cached is not None:
             hit, why = cached
             return self._done(job, hit, attempts=0, why=why)
+        if job.first_answer is not None:
+            job.bound.info("cached answer's cards all dropped: asking once more")
         # A slot, and the breaker letting calls through. A worker whose flow stops meanwhile (a
         # rebalance or a shutdown waits for every chunk an actor holds) hands the chunk back
         # instead: otherwise an LLM outage would hold up the whole group until it was over.
@@ -128,13 +144,16 @@ class WriteChunkCards:
                 job, f"internal error: {type(exc).__name__}: {exc}", "internal"
             )
 
-        why = empty_reason(result.dropped) if not result.cards else None
+        why = why_empty(result)
         # The cache entry (the model's answer) and this chunk's cards: two small files in the
         # local blob store, written on the event loop (~0.2 ms). A thread hop per chunk cost
         # more: on the generation bench the worker used 1 s more CPU for the book, in GIL hand-offs.
         try:
             if result.answer is not None:  # None: no call was made (a chunk with no text)
-                store_cached(self.blobs, job.key, result.answer)
+                retries = dict(job.retries)
+                if result.retry is not None and result.retry.answer is not None:
+                    retries[result.retry.key] = result.retry.answer
+                store_cached(self.blobs, job.key, result.answer, retries)
             store_chunk_cards(
                 self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key
             )
@@ -150,17 +169,37 @@ class WriteChunkCards:
         # A reprocessing may name its own model and prompt version; else the worker's.
         model = ev.model or self.cfg.model
         file_version = ev.prompt_version or self.cards_cfg.prompt_version
-        version = prompt_version(self.llm.profile, file_version)
+        profile = self.llm.profile
+        version = prompt_version(profile, file_version)
+        source = languages.detect(chunk.text).code  # ~0.6 ms for a chunk
+        language = languages.card_language(source, ev.language)
+        # What the prompt names: the cards' language, and the source's when it is another.
+        named = language if source in (language, NEUTRAL) else f"{language} from {source}"
         key = cache_key(
             chunk,
             model=model,
             prompt_version=version,
-            profile=self.llm.profile,
+            profile=profile,
             card_types=ev.card_types,
             per_chunk=per_chunk,
+            language=named if uses_language(profile, file_version) else None,
         )
         bound = log.bind(document_id=ev.document_id, chunk=ev.chunk_index, attempt=ev.attempt)
-        return _Job(ev, chunk, per_chunk, version, file_version, model, key, time.monotonic(), bound)
+        read = reading(
+            chunk,
+            profile=profile,
+            card_types=ev.card_types,
+            prompt_version=file_version,
+            document_id=ev.document_id,
+            generation=ev.generation,
+            filename=ev.filename,
+            language=language,
+            source_language=source,
+        )
+        started = time.monotonic()
+        return _Job(
+            ev, chunk, per_chunk, version, file_version, model, key, started, bound, source, language, read
+        )
 
     def _write(self, job: _Job) -> Awaitable[ChunkCards]:
         ev, cfg = job.ev, self.cfg
@@ -185,6 +224,10 @@ class WriteChunkCards:
             # cards on a replay. Batched llama.cpp slots vary.
             seed=int(job.key[:8], 16),
             on_call=job.calls.append,
+            language=job.language,
+            source_language=job.source_language,
+            first_answer=job.first_answer,
+            on_first_answer=lambda answer: store_cached(self.blobs, job.key, answer, job.retries),
         )
 
     def _reuse(self, job: _Job) -> tuple[ChunkCards, str | None] | None:
@@ -208,20 +251,15 @@ class WriteChunkCards:
             result, why = ChunkCards(cards=hit.cards or []), hit.empty_reason
         else:
             try:
-                result = cards_from_answer(
-                    job.chunk,
-                    hit.answer,
-                    profile=self.llm.profile,
-                    card_types=ev.card_types,
-                    version=job.version,
-                    document_id=ev.document_id,
-                    generation=ev.generation,
-                    filename=ev.filename,
-                )
+                result, reasons = replay_cached(job.read, hit.answer, hit.retries, job.prompt_version)
             except UnreadableOutput as exc:  # no usable card under today's rules: ask again
                 job.bound.info("cached answer has no usable card", reason=exc.reason)
                 return None
-            why = empty_reason(result.dropped) if not result.cards else None
+            job.retries = dict(hit.retries)
+            if reasons:  # its cards all dropped, and no retry answer for these reasons yet
+                job.first_answer = hit.answer
+                return None
+            why = why_empty(result)
         store_chunk_cards(self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key)
         return result, why
 
@@ -281,6 +319,8 @@ class WriteChunkCards:
             elapsed_ms=int((time.monotonic() - job.started) * 1000),
             pages=list(dict.fromkeys(seg.label for seg in ev.segments)),
             empty_reason=why,
+            language=job.source_language,
+            retried=result.retry is not None,
         )
         return [Send(topics.CARDS, event)]
 

@@ -91,7 +91,7 @@ def test_every_panel_answers_with_rows_after_a_run(client: DeckstreamClient) -> 
     assert any("image-only page" in w for w in why), why
     quality = client.http.get("/v1/analytics/panels/quality").json()
     row = dict(zip(quality["columns"], quality["rows"][0], strict=True))
-    assert row["prompt_version"] == "cards-chat-v1" and row["cards"] > 0 and row["dropped"] > 0
+    assert row["prompt_version"] == "cards-chat-v3" and row["cards"] > 0 and row["dropped"] > 0
     assert client.http.get("/v1/analytics/panels/nope").status_code == 404
     # The simulator reports its timings as llama.cpp does: each call's time to the first token.
     calls = sql(

@@ -8,13 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pptx
 import pytest
 
 from infra.llm.server import RunningServer, start_local_llm
+from services.cards.language import detect
 from services.cards.writing import write_cards
 from services.domain import Chunk, Segment
 from services.llm.adapters import OpenAICompatibleClient, detect_profile
 from services.llm.client import Prompt
+from tests.conftest import corpus_file
 
 pytestmark = pytest.mark.llm
 
@@ -76,6 +79,42 @@ async def test_gemma_writes_grounded_cited_cards(server: RunningServer) -> None:
         assert card.support >= 0.5 and card.front and card.back
         assert CHUNK.pages[0] <= card.page <= CHUNK.pages[1]
         assert card.prompt_version == "cards-fewshot-v1"
+
+
+async def test_gemma_writes_cards_from_spanish_slides_in_spanish(server: RunningServer) -> None:
+    """The v3 few-shot prompt, its example in Spanish: the cards are in the slides' language."""
+    deck = pptx.Presentation(str(corpus_file("py4e_es_2.1_Spanish.pptx")))
+    pages = [
+        Segment(
+            n, str(n), (), "\n".join(s.text_frame.text for s in deck.slides[n - 1].shapes if s.has_text_frame)
+        )
+        for n in (2, 4)
+    ]
+    chunk = Chunk(index=0, segments=tuple(pages), tokens=200)
+    assert detect(chunk.text).code == "es"
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0, connect=5.0)) as http:
+        llm = OpenAICompatibleClient(http, server.url, "gemma3-270m")
+        result = await write_cards(
+            chunk,
+            llm=llm,
+            profile="completion",
+            document_id="es",
+            generation=1,
+            filename="es.pptx",
+            card_types=("basic",),
+            per_chunk=4,
+            max_tokens=160,
+            temperature=0.0,
+            prompt_version="v3",
+            language="es",
+            source_language="es",
+        )
+    assert result.cards, result.dropped
+    told = [detect(f"{c.front} {c.back}", min_confidence=0.0).code for c in result.cards]
+    assert all(code in ("es", "und") for code in told) and "es" in told, [
+        (c.front, c.back) for c in result.cards
+    ]
+    assert {c.prompt_version for c in result.cards} == {"cards-fewshot-v3"}
 
 
 async def test_a_seed_makes_sampled_answers_repeatable(server: RunningServer) -> None:

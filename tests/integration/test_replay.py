@@ -66,13 +66,13 @@ def test_replay_compare_and_promote(stack: Stack, sim_url: str) -> None:
         assert r.status_code == 202, r.text
         third = generation_done(client, doc, 3)
         assert served(sim_url)["served"] > calls
-        assert third["prompt_version"] == "cards-chat-v2" and first["prompt_version"] == "cards-chat-v1"
+        assert third["prompt_version"] == "cards-chat-v2" and first["prompt_version"] == "cards-chat-v3"
         assert third["requested"] == {"model": None, "prompt_version": "v2"}
         status = client.status(doc)
         assert status["generation"] == 3 and status["current_generation"] == 1
         default = client.deck(doc).json()
         assert default["generation"] == 1 and {c["prompt_version"] for c in default["cards"]} == {
-            "cards-chat-v1"
+            "cards-chat-v3"
         }
         chosen = client.http.get(f"/v1/decks/{doc}", params={"generation": 3}).json()
         assert chosen["generation"] == 3 and {c["prompt_version"] for c in chosen["cards"]} == {

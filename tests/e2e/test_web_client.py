@@ -471,6 +471,37 @@ def test_a_session_ended_elsewhere_sends_the_page_back_to_sign_in(
     second.page.context.close()
 
 
+def test_an_expired_session_sends_the_page_back_to_sign_in(
+    stack: Stack, browser: Browser, account: Account
+) -> None:
+    """Sessions here last five seconds: the page, used after that, asks for a sign-in."""
+    lasts = stack.settings.accounts.session_hours
+    stack.settings.accounts.session_hours = 5 / 3600
+    restart_api(stack)
+    try:
+        tab = open_tab(browser)
+        page = tab.page
+        sign_in(page, api(stack), account.username, account.password)
+        form = page.locator("#signin-form")
+
+        def back_at_sign_in() -> bool:
+            """Use the page (each screen asks the API), until it shows the sign-in form."""
+            for screen in ("Study", "Documents"):
+                if form.is_visible():
+                    return True
+                link = page.get_by_role("link", name=screen, exact=True)
+                if link.is_visible():
+                    link.click()
+            return form.is_visible()
+
+        wait_until(back_at_sign_in, 30, interval=0.5, what="the expired session to send the page to sign-in")
+        expect(page.get_by_role("button", name="Sign out")).to_be_hidden()
+        page.context.close()
+    finally:
+        stack.settings.accounts.session_hours = lasts
+        restart_api(stack)
+
+
 def test_the_page_is_served_fresh_with_its_own_scripts_only(stack: Stack) -> None:
     """The page and its modules come from the API, revalidated on every load (an upgrade shows
     at once), with their types; the page runs no script but its own files."""

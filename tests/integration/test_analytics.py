@@ -43,6 +43,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             for name in (*DOCUMENTS, NO_TEXT):
                 doc = client.upload(corpus_file(name)).json()["document_id"]
                 assert list(client.events(doc, timeout_s=180))[-1].event == "done"
+            # A sign-in and a failed one, for the audit trail.
+            assert client.http.post("/v1/auth/session", json={"key": TOKEN}).status_code == 200
+            assert client.http.post("/v1/auth/session", json={"key": "dsk_nosuchkey00_x"}).status_code == 401
         yield running
     finally:
         running.stop()
@@ -92,6 +95,9 @@ def test_every_panel_answers_with_rows_after_a_run(client: DeckstreamClient) -> 
     quality = client.http.get("/v1/analytics/panels/quality").json()
     row = dict(zip(quality["columns"], quality["rows"][0], strict=True))
     assert row["prompt_version"] == "cards-chat-v3" and row["cards"] > 0 and row["dropped"] > 0
+    audit = client.http.get("/v1/analytics/panels/audit").json()
+    actions = {row[audit["columns"].index("action")] for row in audit["rows"]}
+    assert {"sign-in", "sign-in-failed"} <= actions, audit["rows"]
     assert client.http.get("/v1/analytics/panels/nope").status_code == 404
     # The simulator reports its timings as llama.cpp does: each call's time to the first token.
     calls = sql(

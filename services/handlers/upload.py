@@ -16,8 +16,9 @@ import unicodedata
 import uuid
 from typing import BinaryIO, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
+from services.cards import language
 from services.documents.views import DocumentViews
 from services.errors import BlobTooLarge, EmptyFile, FileTooLarge, InvalidOptions
 from services.events import topics
@@ -53,7 +54,19 @@ def safe_filename(raw: str | None) -> str:
 class UploadOptions(BaseModel):
     card_types: list[Literal["basic", "cloze"]] = Field(default=["basic"], min_length=1)
     cards_per_chunk: int = Field(default=4, ge=1, le=20)
-    language: str | None = Field(default=None, max_length=16)
+    language: str | None = Field(default=None, max_length=32)
+
+    @field_validator("language")
+    @classmethod
+    def known_language(cls, value: str | None) -> str | None:
+        """A language the cards can be written in: a code ("fr", "pt-BR"), a name ("French",
+        "français"), or "auto" for the source's own; anything else is refused, not guessed at."""
+        if value is None:
+            return None
+        code = language.requested(value)
+        if code is not None and code not in language.NAMES:
+            raise ValueError(f"unknown language {value!r}: give a code such as es, fr, de or pt, or auto")
+        return code
 
 
 def parse_options(raw: str | None, settings: Settings) -> UploadOptions:

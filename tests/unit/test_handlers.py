@@ -50,7 +50,7 @@ from services.handlers import documents as queries
 from services.handlers.export import export_deck
 from services.handlers.split import SplitUpload
 from services.handlers.track import DocumentTracker
-from services.handlers.upload import AcceptUpload
+from services.handlers.upload import AcceptUpload, parse_options
 from services.handlers.watch import parse_cursor, watch
 from services.handlers.write_cards import WriteChunkCards, retry_due
 from services.llm.breaker import CircuitBreaker
@@ -130,6 +130,15 @@ async def test_an_upload_is_stored_published_as_a_claim_check_and_shown_as_queue
     assert views.docs[event.document_id].snapshot.status == "queued"
 
 
+@pytest.mark.parametrize(
+    ("given", "kept"), [("fr", "fr"), ("pt-BR", "pt"), ("Français", "fr"), ("auto", None), (None, None)]
+)
+def test_the_language_option_is_a_code_a_name_or_auto(
+    tmp_path: Path, given: str | None, kept: str | None
+) -> None:
+    assert parse_options(json.dumps({"language": given}), settings(tmp_path)).language == kept
+
+
 async def test_a_refused_upload_queues_nothing_and_keeps_no_file(tmp_path: Path) -> None:
     blobs, publisher, views = LocalBlobStore(tmp_path / "blobs"), FakePublisher(), DocumentViews()
     accept = AcceptUpload(settings=settings(tmp_path), blobs=blobs, publisher=publisher, views=views)
@@ -138,6 +147,8 @@ async def test_a_refused_upload_queues_nothing_and_keeps_no_file(tmp_path: Path)
     with pytest.raises(InvalidOptions, match="invalid options") as bad:
         await accept("t1", io.BytesIO(TEXT.encode()), "notes.txt", json.dumps({"cards_per_chunk": 99}))
     assert bad.value.http_status == 422 and bad.value.code == "invalid-options"
+    with pytest.raises(InvalidOptions, match="unknown language 'Klingon'"):
+        await accept("t1", io.BytesIO(TEXT.encode()), "notes.txt", json.dumps({"language": "Klingon"}))
     assert publisher.sent == [] and views.docs == {}
     assert not [p for p in (tmp_path / "blobs").rglob("*") if p.is_file()]
 

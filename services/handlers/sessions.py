@@ -32,6 +32,7 @@ THROTTLE_WINDOW_S = 15 * 60.0
 MAX_AGENT = 200
 HASHING_AT_ONCE = 2
 ADDRESS_FACTOR = 10
+PRUNE_ABOVE = 10_000  # user names and addresses with recent failures kept before old ones go
 
 
 class SignInRefused(Refused):
@@ -110,6 +111,9 @@ class Throttle:
     def failed(self, keys: list[str], now: float) -> None:
         for key in keys:
             self._failures.setdefault(key, deque()).append(now)
+        if len(self._failures) > PRUNE_ABOVE:  # made-up user names must not grow this forever
+            for key in list(self._failures):
+                self._recent(key, now)
 
     def forget(self, keys: list[str]) -> None:
         for key in keys:

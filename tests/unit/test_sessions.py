@@ -27,6 +27,7 @@ from services.events.models import (
     SignInFailed,
     UserCreated,
 )
+from services.handlers.sessions import PRUNE_ABOVE, THROTTLE_WINDOW_S, Throttle
 from services.settings import Settings
 from tests.conftest import TOKEN
 from tests.fakes import FakePublisher
@@ -292,3 +293,12 @@ def test_another_site_cannot_sign_a_visitor_in(world: World) -> None:
     r = world.client.post("/v1/auth/session", json=body, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403 and SESSION_COOKIE not in r.cookies
     assert not sent(world, SessionStarted)
+
+
+def test_the_throttle_forgets_old_failures_of_made_up_names() -> None:
+    throttle = Throttle(5)
+    for i in range(PRUNE_ABOVE + 1):
+        throttle.failed([f"name:guess{i}"], now=0.0)
+    throttle.failed(["name:late"], now=THROTTLE_WINDOW_S + 1)  # the window has passed for the rest
+    assert throttle.wait_s(["name:late"], THROTTLE_WINDOW_S + 1) is None
+    assert len(throttle._failures) == 1

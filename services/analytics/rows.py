@@ -56,7 +56,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "pages": _cols("document_id generation number label section method reason chars tokens extracted_at"),
     "chunks": _cols(
         "document_id generation chunk_index outcome cards dropped attempts model prompt_version "
-        "elapsed_ms pages reason code finished_at"
+        "elapsed_ms pages reason code finished_at retried"
     ),
     "llm_calls": _cols(
         "event_id document_id generation chunk_index round attempt model prompt_version latency_ms "
@@ -136,6 +136,7 @@ def rows_of(event: Event) -> Iterator[tuple[str, Row]]:
                 "reason": event.reason,
                 "code": event.code,
                 "finished_at": at,
+                "retried": 0,
             },
         )
         yield (
@@ -255,6 +256,7 @@ def _cards_generated(event: CardsGenerated, ids: Row, at: datetime) -> Iterator[
             "reason": event.empty_reason or "",
             "code": "",
             "finished_at": at,
+            "retried": int(event.retried),
         },
     )
     for card in event.cards:

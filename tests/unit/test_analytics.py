@@ -85,6 +85,7 @@ def a_small_run() -> list[Event]:
             prompt_version="cards-chat-v1",
             elapsed_ms=120,
             pages=["1"],
+            retried=True,
         ),
         ChunkFailed(
             **IDS,
@@ -160,11 +161,11 @@ def count(store: AnalyticsStore, table: str, final: bool = True) -> int:
 
 
 def test_the_ddl_applies_to_an_empty_and_to_an_older_database(store: AnalyticsStore) -> None:
-    assert [m.version for m in migrations()] == [1, 2, 3]
+    assert [m.version for m in migrations()] == [1, 2, 3, 4]
     assert store.migrate(upto=1) == [1]  # a database an older deckstream made
-    older = (DeckAssembled, CardsGenerated, AccountEvent)  # their tables came later
+    older = (DeckAssembled, CardsGenerated, ChunkFailed, AccountEvent)  # their tables or columns came later
     load(store, [e for e in a_small_run() if not isinstance(e, older)])
-    assert store.migrate() == [2, 3] and store.migrate() == []
+    assert store.migrate() == [2, 3, 4] and store.migrate() == []
     assert count(store, "pages") == 3  # kept across the upgrade
     load(store, a_small_run())
     assert count(store, "decks") == 1 and count(store, "card_drops") == 1
@@ -179,9 +180,9 @@ def test_events_become_rows_and_a_redelivery_collapses(store: AnalyticsStore) ->
     assert count(store, "documents") == 1  # the reconciliation is not a document
     assert count(store, "cards") == 2 and count(store, "llm_calls") == 2
     chunks = store.query(
-        "SELECT chunk_index, outcome, reason FROM deckstream.chunks FINAL ORDER BY chunk_index"
+        "SELECT chunk_index, outcome, reason, retried FROM deckstream.chunks FINAL ORDER BY chunk_index"
     ).rows
-    assert chunks == [[0, "cards", ""], [1, "failed", "LLM answered HTTP 503"]]
+    assert chunks == [[0, "cards", "", 1], [1, "failed", "LLM answered HTTP 503", 0]]
     failures = store.query("SELECT stage, code FROM deckstream.failures FINAL ORDER BY stage").rows
     assert failures == [["split", "rejected"], ["write_cards", "unavailable"]]
     assert store.stats.inserts == 2 * len(

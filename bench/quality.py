@@ -19,12 +19,15 @@ Per document and overall, per version:
   to tell, and chunks whose language could not be told, are left out and counted);
 - ``duplicates``: share of kept cards the deck would remove as repeats or near-duplicates;
 - ``to_check``: share marked ``needs_review``; ``retried`` chunks and those the retry gave a card;
-- ``s_per_chunk``: wall time over chunks (the LLM calls of both attempts).
+- ``pages_asked_again``: pages of a chunk no kept card cited, asked about again with only their
+  text, and ``pages_asked_again_with_cards``, those that then got one;
+- ``s_per_chunk``: wall time over chunks (the LLM calls of every attempt and follow-up).
 
 ``--model gemma3-270m`` (a few minutes: the test model, few-shot prompt) or the default
 ``qwen2.5-coder-1.5b`` (chat + JSON schema; ~20 s a chunk on 2 cores). ``--versions v3,v2``
-overrides the pair, ``--docs N`` keeps the first N documents, ``--cards FILE`` writes every card
-kept and dropped as JSON lines. Progress goes to stderr; the last stdout line is JSON.
+overrides the pair (``v3/no-pages``: v3 without the page follow-up), ``--docs N`` keeps the
+first N documents, ``--cards FILE`` writes every card kept and dropped as JSON lines. Progress
+goes to stderr; the last stdout line is JSON.
 """
 
 from __future__ import annotations
@@ -120,7 +123,7 @@ def share(n: int, d: int) -> float | None:
 
 
 def measure(
-    pages: list[Page], kept: list[tuple[Card, str]], chunks: int, retried: int, rescued: int, wall: float
+    pages: list[Page], kept: list[tuple[Card, str]], counts: Counter[str], wall: float
 ) -> dict[str, Any]:
     cards = [c for c, _ in kept]
     words = sum(len(p.text.split()) for p in pages)
@@ -147,10 +150,12 @@ def measure(
         "language_untold": untold,
         "duplicates": share(len(cards) - len(unique), len(cards)),
         "to_check": share(sum(c.needs_review for c in cards), len(cards)),
-        "chunks": chunks,
-        "retried": retried,
-        "retried_with_cards": rescued,
-        "s_per_chunk": round(wall / chunks, 1) if chunks else None,
+        "chunks": counts["chunks"],
+        "retried": counts["retried"],
+        "retried_with_cards": counts["rescued"],
+        "pages_asked_again": counts["pages_asked"],
+        "pages_asked_again_with_cards": counts["pages_rescued"],
+        "s_per_chunk": round(wall / counts["chunks"], 1) if counts["chunks"] else None,
     }
 
 
@@ -163,6 +168,7 @@ async def run_document(
     limit: asyncio.Semaphore,
     dropped: Counter[str],
     out: list[dict[str, Any]],
+    cover_pages: bool = True,
 ) -> tuple[list[tuple[Card, str]], Counter[str]]:
     """A document's kept cards (with their chunk's language), in chunk order, and its counts."""
     settings = get_settings()
@@ -189,6 +195,7 @@ async def run_document(
                     temperature=0.0,
                     language=source,
                     source_language=source,
+                    cover_pages=cover_pages,
                 )
             except DeckstreamError as exc:
                 counts["failed"] += 1
@@ -198,6 +205,9 @@ async def run_document(
         if result.retry is not None:
             counts["retried"] += 1
             counts["rescued"] += bool(result.cards)
+        if result.pages is not None and result.pages.pages:
+            counts["pages_asked"] += len(result.pages.pages)
+            counts["pages_rescued"] += len(result.pages.pages) - len(result.pages.uncovered)
         dropped.update(reason for _, reason in result.dropped)
         at = {"version": version, "file": name, "chunk": chunk.index, "language": source}
         out.extend({**at, "front": c.front, "back": c.back, "review": c.review} for c in result.cards)
@@ -215,6 +225,7 @@ async def run_version(
     slots: int,
     out: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    version, _, flat = version.partition("/")  # "v3/no-pages": without the page follow-up
     limit = asyncio.Semaphore(slots)
     report: dict[str, Any] = {}
     every: list[tuple[Card, str]] = []
@@ -226,17 +237,18 @@ async def run_version(
         llm = Counting(OpenAICompatibleClient(http, url, model))
         for name, pages, chunks in documents:
             started = time.monotonic()
-            kept, counts = await run_document(llm, profile, name, chunks, version, limit, dropped, out)
+            kept, counts = await run_document(
+                llm, profile, name, chunks, version, limit, dropped, out, cover_pages=flat != "no-pages"
+            )
             wall = time.monotonic() - started
-            report[name] = measure(pages, kept, len(chunks), counts["retried"], counts["rescued"], wall)
+            counts["chunks"] = len(chunks)
+            report[name] = measure(pages, kept, counts, wall)
             report[name]["chunks_failed"] = counts["failed"]
             print(f"{version} {name}: {report[name]}", file=sys.stderr)
             every += kept
             all_pages += pages
-            totals.update(counts + Counter(chunks=len(chunks), wall_ms=int(wall * 1000)))
-    overall = measure(
-        all_pages, every, totals["chunks"], totals["retried"], totals["rescued"], totals["wall_ms"] / 1000
-    )
+            totals.update(counts + Counter(wall_ms=int(wall * 1000)))
+    overall = measure(all_pages, every, totals, totals["wall_ms"] / 1000)
     overall["chunks_failed"] = totals["failed"]
     textbook_words = sum(report[n]["words"] for n in report if n in TEXTBOOKS)
     textbook_cards = sum(report[n]["cards"] for n in report if n in TEXTBOOKS)
@@ -244,14 +256,19 @@ async def run_version(
         round(1000 * textbook_cards / textbook_words, 1) if textbook_words else None
     )
     overall["dropped"] = dict(dropped.most_common())
-    return {"prompt": prompt_version(profile, version), "overall": overall, "documents": report}
+    name = prompt_version(profile, version) + (f" ({flat})" if flat else "")
+    return {"prompt": name, "overall": overall, "documents": report}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench quality")
     parser.add_argument("bench")
     parser.add_argument("--model", choices=MODELS, default="qwen2.5-coder-1.5b")
-    parser.add_argument("--versions", help="e.g. v3,v2 (default: the configured one and the previous)")
+    parser.add_argument(
+        "--versions",
+        help="e.g. v3,v3/no-pages,v2 (default: the configured one and the previous; /no-pages: "
+        "without asking again about pages left without a card)",
+    )
     parser.add_argument("--docs", type=int, default=len(DOCUMENTS))
     parser.add_argument("--slots", type=int, default=2)
     parser.add_argument("--cards", type=argparse.FileType("w"), help="write every card here (JSON lines)")

@@ -85,6 +85,8 @@ class CardSettings(BaseModel):
     per_1000_words: float = Field(15.0, gt=0, description="target density, so coverage scales with length")
     # v3: cards in the chunk's language, a worked example in it, a retry naming why cards were dropped
     prompt_version: str = "v3"
+    # Ask again, with only their text, about pages of a chunk that no kept card cites (v3 on).
+    cover_pages: bool = True
 
 
 class ChunkSettings(BaseModel):

@@ -10,7 +10,9 @@ cards, re-stamped for the document on a hit.
 A chunk whose cards were all dropped is asked once more with a prompt that names why
 (``writing.write_cards``). That answer is kept in the same entry, under ``retry_key``: the
 prompt version and the reasons named. A replay whose rules drop the same cards for the same
-reasons reads it back; other reasons are another prompt, so another answer. One entry per chunk
+reasons reads it back; other reasons are another prompt, so another answer. The follow-up for
+pages of the chunk left without a card is kept the same way, under ``pages_key``: the prompt
+version and the pages asked about. One entry per chunk
 keeps ``deckstream gc`` right: it keeps the entries a chunk's cards name.
 """
 
@@ -50,6 +52,12 @@ def retry_key(prompt_version: str, reasons: Sequence[str]) -> str:
     """The retry's answer within a chunk's entry: its prompt is the version's retry prompt
     naming these reasons."""
     return hashlib.sha256(json.dumps([prompt_version, list(reasons)]).encode()).hexdigest()[:16]
+
+
+def pages_key(prompt_version: str, pages: Sequence[str]) -> str:
+    """The page follow-up's answer within a chunk's entry: its prompt is the version's pages
+    prompt on these pages' text."""
+    return hashlib.sha256(json.dumps([prompt_version, "pages", list(pages)]).encode()).hexdigest()[:16]
 
 
 def _uri_key(key: str) -> str:

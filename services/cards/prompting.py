@@ -114,6 +114,11 @@ def uses_language(profile: Profile, version: str) -> bool:
     return "language.named" in sections or "$example" in sections.get("prompt", "")
 
 
+def can_cover(profile: Profile, version: str) -> bool:
+    """Whether the prompt version has a pages prompt for pages of a chunk left without a card."""
+    return "pages" in load_sections(prompt_version(profile, version))
+
+
 def can_retry(profile: Profile, version: str) -> bool:
     """Whether the prompt version has a retry prompt for a chunk whose cards were all dropped."""
     return "retry" in load_sections(prompt_version(profile, version))
@@ -170,9 +175,11 @@ def render_prompt(
     language: str = NEUTRAL,
     source_language: str = NEUTRAL,
     retry_reasons: Sequence[str] = (),
+    pages: bool = False,
 ) -> RenderedPrompt:
     """The prompt for a chunk's cards in ``language`` ("und": the text's own, unnamed), from a
-    chunk in ``source_language``; with ``retry_reasons``, the retry prompt that names them."""
+    chunk in ``source_language``; with ``retry_reasons``, the retry prompt that names them; with
+    ``pages``, the pages prompt (the chunk is then the pages left without a card)."""
     name = prompt_version(profile, version)
     sections = load_sections(name)
     default_tokens, default_temperature = _DEFAULTS[profile]
@@ -182,10 +189,13 @@ def render_prompt(
     reasons = "; ".join(retry_reasons)
     if retry_reasons and "retry" not in sections:
         raise PermanentError(f"prompt {name} has no retry prompt")
+    if pages and "pages" not in sections:
+        raise PermanentError(f"prompt {name} has no pages prompt")
+    which = "retry" if retry_reasons else "pages" if pages else None
     if profile == "completion":
         if "basic" not in card_types:
             raise PermanentError("a base model (completion profile) writes basic cards only")
-        template = sections["retry" if retry_reasons else "prompt"] if "prompt" in sections else sections[""]
+        template = sections[which or "prompt"] if "prompt" in sections else sections[""]
         text = Template(template).substitute(
             text=" ".join(chunk.text.split()),
             example=_example_block(version, language) if "$example" in template else "",
@@ -205,7 +215,7 @@ def render_prompt(
             rule = "language.translated"
         named["language_rule"] = Template(sections[rule]).substitute(named, source=source or "")
     system = Template(sections["system"]).substitute(named, types=types)
-    user_template = sections["retry"] if retry_reasons else sections["user"]
+    user_template = sections[which or "user"]
     user = Template(user_template).substitute(
         named,
         pages=page_span(chunk),

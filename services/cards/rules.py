@@ -65,12 +65,30 @@ class Retry:
 
 
 @dataclass(slots=True)
+class PageFollowUp:
+    """One more attempt at the pages of a chunk with substantial text that no kept card cites,
+    asked with only their text."""
+
+    pages: list[str]  # their labels
+    key: str  # its part of the result cache's key (services/cards/cache.py::pages_key)
+    answer: Completion | None = None  # its answer (None: it gave none usable)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # what it dropped in turn
+    uncovered: dict[str, str] = field(default_factory=dict)  # page label -> why it still has no card
+
+
+@dataclass(slots=True)
 class ChunkCards:
     cards: list[Card] = field(default_factory=list)
     dropped: list[tuple[str, str]] = field(default_factory=list)  # (front, reason), every attempt's
     attempts: int = 0
     answer: Completion | None = None  # the model's answer the cards were read from (cached)
     retry: Retry | None = None  # the targeted retry, when the first cards were all dropped
+    pages: PageFollowUp | None = None  # the follow-up for pages of the chunk left without a card
+
+    def follow_up_answers(self) -> dict[str, Completion]:
+        """The follow-ups' answers by their cache key (services/cards/cache.py): what to keep."""
+        steps = (self.retry, self.pages)
+        return {s.key: s.answer for s in steps if s is not None and s.key and s.answer is not None}
 
 
 def key_terms(text: str, language: str | None = None) -> list[str]:
@@ -319,6 +337,7 @@ def cards_from_answer(
     segment_terms: list[set[str]] | None = None,
     language: str | None = None,
     translated: bool = False,
+    first_index: int = 0,
 ) -> ChunkCards:
     """The cards in a model's answer under today's rules: parsed, validated, grounded, cited.
 
@@ -326,12 +345,14 @@ def cards_from_answer(
     says they were asked in another language than the chunk's. The result cache keeps answers,
     not cards, and reads a hit through here again: a change of these rules applies to cached
     chunks without a new LLM call. Raises UnreadableOutput when the answer holds no usable card.
+    ``first_index``: the first card's number within the chunk (its id), so a page follow-up's
+    cards do not take the ids of the first answer's.
     """
     lex = lexicon(language)
     valid, rejected = _read(answer, profile, card_types, lex)
 
     def ids(i: int) -> str:
-        return card_id(document_id, generation, chunk.index, i)
+        return card_id(document_id, generation, chunk.index, first_index + i)
 
     terms = segment_terms if segment_terms is not None else segment_key_terms(chunk, language)
     cards, unsupported = _ground(valid, chunk, terms, ids, version, filename, lex, translated)

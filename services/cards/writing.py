@@ -1,7 +1,8 @@
-"""Write one chunk's cards with the LLM: the call, its retries, one repair and one targeted retry.
+"""Write one chunk's cards with the LLM: the call, its retries, one repair and two follow-ups.
 
     render prompt ─► LLM ─► cards_from_answer (services.cards.rules) ─► Card*
-                              └─ all dropped ─► retry prompt naming why ─► LLM ─► Card*
+                              ├─ all dropped ─► retry prompt naming why ─► LLM ─► Card*
+                              └─ pages without a card ─► pages prompt on their text ─► LLM ─► Card*
 
 Retries: a ``RetryableError`` gets full-jitter exponential backoff (honouring the server's
 Retry-After up to the cap); an answer with no usable cards gets one repair retry, then
@@ -12,6 +13,13 @@ When the checks drop every card of an answer, the chunk is asked once more, with
 version's ``retry`` prompt naming the reasons (v3 on; older versions do not retry). Its answer
 has its own seed and its own place in the result cache (``cache.retry_key``); the deck counts
 what both attempts dropped, and a chunk still without a card says so in its ledger reason.
+
+When the chunk kept cards but a page with substantial text in it (``SUBSTANTIAL_CHARS`` in this
+chunk) has none, those pages are asked about once more with only their text (the version's
+``pages`` prompt), so a multi-slide chunk does not end with cards about its first slide alone.
+Their cards are grounded in and cite those pages; a page still without a card says why
+(``PageFollowUp.uncovered``), which the deck's quality reports. Its answer is cached under
+``cache.pages_key``. ``cover_pages=False`` (``DECKSTREAM_CARDS_COVER_PAGES``) turns it off.
 """
 
 from __future__ import annotations
@@ -20,18 +28,30 @@ import asyncio
 import dataclasses
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from services.cards.cache import retry_key
+from services.cards.cache import pages_key, retry_key
 from services.cards.lexicon import NEUTRAL
-from services.cards.prompting import RenderedPrompt, can_retry, render_prompt
+from services.cards.prompting import RenderedPrompt, can_cover, can_retry, render_prompt
 from services.cards.prompting import prompt_version as versioned
-from services.cards.rules import ChunkCards, Retry, cards_from_answer, dropped_reasons, segment_key_terms
-from services.domain import Chunk
+from services.cards.quality import SUBSTANTIAL_CHARS
+from services.cards.rules import (
+    ChunkCards,
+    PageFollowUp,
+    Retry,
+    cards_from_answer,
+    dropped_reasons,
+    empty_reason,
+    segment_key_terms,
+)
+from services.domain import Card, Chunk
 from services.errors import BadModelOutput, RepairNeeded, RetryableError, UnreadableOutput
 from services.llm.client import Completion, LLMClient, Profile
+
+# A page follow-up's cards are numbered from here (card ids): an answer holds at most 20 cards.
+FOLLOW_UP_FIRST = 100
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -76,6 +96,7 @@ class Reading:
     language: str | None  # the cards' (None: English rules, as before languages)
     translated: bool  # asked in another language than the chunk's
     segment_terms: list[set[str]]
+    first_index: int = 0  # the first card's number in the chunk (a page follow-up's: FOLLOW_UP_FIRST)
 
     def cards(self, answer: Completion) -> ChunkCards:
         """Raises UnreadableOutput when the answer holds no usable card."""
@@ -91,6 +112,7 @@ class Reading:
             segment_terms=self.segment_terms,
             language=self.language,
             translated=self.translated,
+            first_index=self.first_index,
         )
 
 
@@ -131,6 +153,28 @@ def retry_needed(result: ChunkCards, profile: Profile, prompt_version: str) -> l
     return dropped_reasons(result.dropped)
 
 
+def pages_without_cards(chunk: Chunk, cards: Sequence[Card]) -> dict[int, str]:
+    """The pages with substantial text in this chunk (``SUBSTANTIAL_CHARS`` of it here, so a
+    chunk's overlap with the previous one never counts) that no card cites: page -> label."""
+    chars: dict[int, int] = {}
+    labels: dict[int, str] = {}
+    for segment in chunk.segments:
+        chars[segment.page] = chars.get(segment.page, 0) + len(segment.text.strip())
+        labels.setdefault(segment.page, segment.label)
+    cited = {card.page for card in cards}
+    return {p: labels[p] for p, n in chars.items() if n >= SUBSTANTIAL_CHARS and p not in cited}
+
+
+def pages_reading(read: Reading, pages: Collection[int]) -> Reading:
+    """How a page follow-up's answer is read: only those pages' text grounds and cites it, and
+    its cards are numbered after any first answer's."""
+    kept = [i for i, segment in enumerate(read.chunk.segments) if segment.page in pages]
+    chunk = dataclasses.replace(read.chunk, segments=tuple(read.chunk.segments[i] for i in kept))
+    return dataclasses.replace(
+        read, chunk=chunk, segment_terms=[read.segment_terms[i] for i in kept], first_index=FOLLOW_UP_FIRST
+    )
+
+
 def with_retry(first: ChunkCards, retry: Retry, second: ChunkCards | None) -> ChunkCards:
     """The chunk's result after its retry: the retry's cards, both attempts' drops."""
     dropped = second.dropped if second is not None else retry.dropped
@@ -144,26 +188,123 @@ def with_retry(first: ChunkCards, retry: Retry, second: ChunkCards | None) -> Ch
     )
 
 
-def replay_cached(
-    read: Reading, answer: Completion, retries: dict[str, Completion], prompt_version: str
-) -> tuple[ChunkCards, list[str]]:
-    """A cached answer (and its retry's, when the rules drop its cards for the same reasons)
-    read under today's rules; and the reasons of a retry still to ask (empty: done). Raises
-    UnreadableOutput when the cached answer holds no usable card."""
-    first = read.cards(answer)
+def with_pages(
+    result: ChunkCards, follow: PageFollowUp, second: ChunkCards | None, asked: Mapping[int, str]
+) -> ChunkCards:
+    """The chunk's result after its page follow-up: both attempts' cards and drops, and why each
+    page asked about still has no card."""
+    follow.dropped = list(second.dropped) if second is not None else follow.dropped
+    cards = result.cards + (second.cards if second is not None else [])
+    cited = {card.page for card in cards}
+    if second is not None and second.cards:
+        why = "its cards cite the chunk's other pages"
+    else:
+        why = empty_reason(follow.dropped)
+    follow.uncovered = {
+        label: f"asked again with only its text: {why}" for p, label in asked.items() if p not in cited
+    }
+    return dataclasses.replace(
+        result,
+        cards=cards,
+        dropped=result.dropped + follow.dropped,
+        attempts=result.attempts + (second.attempts if second is not None else 0),
+        pages=follow,
+    )
+
+
+class _Uncached(Exception):
+    """A replay needs an answer the cache does not hold: the chunk must be asked."""
+
+
+# What asks the LLM for a follow-up: (the reasons of a retry, or the pages of a follow-up), how
+# its answer is read, its cache key; the cards, or BadModelOutput when none is usable.
+Ask = Callable[[Sequence[str], Mapping[int, str], Reading, str], Awaitable[ChunkCards]]
+
+
+async def follow_up(
+    read: Reading,
+    first: ChunkCards,
+    *,
+    prompt_version: str,
+    cover_pages: bool,
+    known: Mapping[str, Completion],
+    ask: Ask,
+) -> ChunkCards:
+    """A chunk's result after its follow-ups, each read from ``known`` (cached answers by key)
+    when there, else asked: the retry when every card was dropped, then the page follow-up
+    when the chunk kept cards but some of its substantial pages have none."""
+    result = first
     reasons = retry_needed(first, read.profile, prompt_version)
-    if not reasons:
-        return first, []
-    key = retry_key(read.version, reasons)
-    cached = retries.get(key)
-    if cached is None:
-        return first, reasons
+    if reasons:
+        key = retry_key(read.version, reasons)
+        retry = Retry(reasons, key)
+        try:
+            second = await _answer(read, key, known, lambda: ask(reasons, {}, read, key))
+        except BadModelOutput as exc:  # the first answer stands; the ledger says the retry gave none
+            retry.answer = known.get(key)
+            retry.dropped = [("", f"the answer was unusable: {exc.reason}")]
+            result = with_retry(first, retry, None)
+        else:
+            retry.answer = second.answer
+            result = with_retry(first, retry, second)
+    missing = pages_without_cards(read.chunk, result.cards) if result.cards else {}
+    if not missing:
+        return result
+    if not (cover_pages and can_cover(read.profile, prompt_version)):
+        uncovered = dict.fromkeys(missing.values(), "its chunk's cards cite other pages")
+        return dataclasses.replace(result, pages=PageFollowUp([], "", uncovered=uncovered))
+    labels = list(missing.values())
+    key = pages_key(read.version, labels)
+    follow = PageFollowUp(labels, key)
+    pages_read = pages_reading(read, missing)
     try:
-        second = read.cards(cached)
+        second = await _answer(pages_read, key, known, lambda: ask((), missing, pages_read, key))
+    except BadModelOutput as exc:
+        follow.answer = known.get(key)
+        follow.dropped = [("", f"the answer was unusable: {exc.reason}")]
+        return with_pages(result, follow, None, missing)
+    follow.answer = second.answer
+    return with_pages(result, follow, second, missing)
+
+
+async def _answer(
+    read: Reading, key: str, known: Mapping[str, Completion], ask: Callable[[], Awaitable[ChunkCards]]
+) -> ChunkCards:
+    cached = known.get(key)
+    if cached is None:
+        return await ask()
+    try:
+        return read.cards(cached)
     except UnreadableOutput as exc:
-        unusable = [("", f"the answer was unusable: {exc.reason}")]
-        return with_retry(first, Retry(reasons, key, cached, unusable), None), []
-    return with_retry(first, Retry(reasons, key, cached), second), []
+        raise BadModelOutput(exc.reason) from None
+
+
+async def replay_cached(
+    read: Reading,
+    answer: Completion,
+    known: Mapping[str, Completion],
+    prompt_version: str,
+    *,
+    cover_pages: bool,
+) -> ChunkCards | None:
+    """A cached answer and its follow-ups' read under today's rules; None when today's rules
+    need a follow-up the entry does not hold (the chunk must be asked). Raises UnreadableOutput
+    when the cached answer holds no usable card."""
+
+    async def uncached(*_: object) -> ChunkCards:
+        raise _Uncached
+
+    try:
+        return await follow_up(
+            read,
+            read.cards(answer),
+            prompt_version=prompt_version,
+            cover_pages=cover_pages,
+            known=known,
+            ask=uncached,
+        )
+    except _Uncached:
+        return None
 
 
 async def write_cards(
@@ -189,13 +330,16 @@ async def write_cards(
     on_call: Callable[[CallMeasured], None] | None = None,
     language: str | None = None,
     source_language: str | None = None,
+    cover_pages: bool = True,
     first_answer: Completion | None = None,
-    on_first_answer: Callable[[Completion], None] | None = None,
+    known: Mapping[str, Completion] | None = None,
+    on_answers: Callable[[Completion, dict[str, Completion]], None] | None = None,
 ) -> ChunkCards:
     """A chunk's cards. ``language``: the cards' (None: the prompt names none, English rules);
-    ``source_language``: the chunk's. ``first_answer``: a cached answer whose cards were all
-    dropped; only the retry is asked. ``on_first_answer`` gets a new first answer before a retry
-    is asked: cached, a retry that fails does not cost the first call again."""
+    ``source_language``: the chunk's. ``cover_pages``: ask again about pages left without a card.
+    ``first_answer``: a cached answer, and ``known`` its cached follow-ups' by key: only what
+    they lack is asked. ``on_answers`` gets the first answer and the follow-ups' so far before
+    each follow-up is asked: cached, one that fails does not cost the calls before it again."""
     read = reading(
         chunk,
         profile=profile,
@@ -210,18 +354,19 @@ async def write_cards(
     if not any(read.segment_terms):
         return ChunkCards(dropped=[("", "the chunk has no text to ask about")])
 
-    def render(reasons: Sequence[str] = ()) -> RenderedPrompt:
+    def render(part: Chunk, n: int, reasons: Sequence[str] = (), pages: bool = False) -> RenderedPrompt:
         rendered = render_prompt(
-            chunk,
+            part,
             profile=profile,
             card_types=card_types,
-            per_chunk=per_chunk,
+            per_chunk=n,
             version=prompt_version,
             max_tokens=max_tokens,
             temperature=temperature,
             language=language or NEUTRAL,
             source_language=source_language or NEUTRAL,
             retry_reasons=reasons,
+            pages=pages,
         )
         if model is not None:  # the client's own model otherwise
             rendered = dataclasses.replace(rendered, prompt=dataclasses.replace(rendered.prompt, model=model))
@@ -229,7 +374,7 @@ async def write_cards(
 
     calls = 0
 
-    async def ask(rendered: RenderedPrompt, first_seed: int | None) -> ChunkCards:
+    async def ask(rendered: RenderedPrompt, first_seed: int | None, how: Reading) -> ChunkCards:
         """One prompt's cards: its attempts, backoff and one repair (module docstring)."""
         nonlocal calls
         repaired = False
@@ -260,7 +405,7 @@ async def write_cards(
                         raise
                     took = time.monotonic() - started
                     try:
-                        result = read.cards(completion)
+                        result = how.cards(completion)
                     except UnreadableOutput as exc:
                         if on_call is not None:
                             on_call(CallMeasured(calls, took, completion, "unreadable", exc.reason))
@@ -275,22 +420,27 @@ async def write_cards(
         result.attempts = asked
         return result
 
-    if first_answer is not None:
-        first = read.cards(first_answer)
-    else:
-        first = await ask(render(), seed)
-    reasons = retry_needed(first, profile, prompt_version)
-    if not reasons:
-        return first
-    if first_answer is None and first.answer is not None and on_first_answer is not None:
-        on_first_answer(first.answer)
-    key = retry_key(read.version, reasons)
-    retry = Retry(reasons, key)
-    try:
+    first = (
+        read.cards(first_answer)
+        if first_answer is not None
+        else await ask(render(chunk, per_chunk), seed, read)
+    )
+    answers = dict(known or {})
+
+    async def ask_again(
+        reasons: Sequence[str], pages: Mapping[int, str], how: Reading, key: str
+    ) -> ChunkCards:
+        if on_answers is not None and first.answer is not None:
+            on_answers(first.answer, dict(answers))
+        # One card or two a page, within what the chunk may have.
+        n = min(per_chunk, len(pages) + 1) if pages else per_chunk
+        rendered = render(how.chunk, n, reasons, pages=bool(pages))
         # Its own seed, from its key: the same on every run, and not the first call's.
-        second = await ask(render(reasons), int(key[:8], 16) if seed is not None else None)
-    except BadModelOutput as exc:  # the first answer stands; the ledger says the retry gave none
-        retry.dropped = [("", f"the answer was unusable: {exc.reason}")]
-        return with_retry(first, retry, None)
-    retry.answer = second.answer
-    return with_retry(first, retry, second)
+        second = await ask(rendered, int(key[:8], 16) if seed is not None else None, how)
+        if second.answer is not None:
+            answers[key] = second.answer
+        return second
+
+    return await follow_up(
+        read, first, prompt_version=prompt_version, cover_pages=cover_pages, known=answers, ask=ask_again
+    )

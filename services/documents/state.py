@@ -62,6 +62,8 @@ class DocumentState(BaseModel):
     prompt_version: str = ""
     languages: dict[int, str] = {}  # chunk index -> the language detected in its text
     retried: dict[int, bool] = {}  # chunk index -> asked again after its cards were all dropped: kept one
+    pages_asked: dict[int, list[str]] = {}  # chunk index -> pages asked about again (no card cited them)
+    page_gaps: dict[int, dict[str, str]] = {}  # chunk index -> its pages still without a card, and why
     updated_at: int = 0  # occurred_at (ms) of the latest fact that changed the state
 
     @property
@@ -268,6 +270,10 @@ def _track(state: DocumentState | None, event: Event) -> Outcome:
             st.languages[event.chunk_index] = event.language
         if event.retried:
             st.retried[event.chunk_index] = bool(event.cards)
+        if event.pages_asked_again:
+            st.pages_asked[event.chunk_index] = event.pages_asked_again
+        if event.pages_without_cards:
+            st.page_gaps[event.chunk_index] = event.pages_without_cards
         if not event.cards:
             reason = event.empty_reason or "the model returned no cards"
             st.empty[event.chunk_index] = EmptyChunk(

@@ -123,6 +123,10 @@ class CardsGenerated(Event):
     dropped_reasons: dict[str, int] = {}  # dropped cards by reason (added in the fourth schema)
     language: str | None = None  # detected in the chunk's text, "und" when unsure (fifth schema)
     retried: bool = False  # the first cards were all dropped and the chunk was asked again
+    # Pages of the chunk asked about again, with only their text, as no kept card cited them;
+    # and those still without a card, with why (label -> reason). Seventh schema.
+    pages_asked_again: list[str] = []
+    pages_without_cards: dict[str, str] = {}
 
 
 class ChunkFailed(Event):

@@ -32,8 +32,14 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
     kept = {c.card_id for c in cards}
     ledger = await asyncio.to_thread(load_ledger, blobs, st.document_id, st.generation)
     asked = requested(st.upload.language) if st.upload is not None else None
+    why = quality.page_reasons(
+        ((e.pages, e.reason) for e in st.empty.values()),
+        ((dict.fromkeys(s.label for s in f.chunk.segments), f.reason) for f in st.failed.values()),
+        st.page_gaps.values(),
+    )
     summary_quality = {
-        **quality.page_coverage(ledger or [], cards),
+        **quality.page_coverage(ledger or [], cards, why),
+        **quality.pages_asked_again(st.pages_asked.values(), cards),
         **quality.document_language(st.languages),
         "cards_language": asked,  # None: each chunk's own
         **quality.retried(st.retried),

@@ -75,8 +75,8 @@ class _Job:
     language: str  # the cards': the upload's choice, else the source's
     read: Reading
     calls: list[CallMeasured] = field(default_factory=list)  # the LLM calls made for it
-    first_answer: Completion | None = None  # cached, its cards all dropped: only the retry is asked
-    retries: dict[str, Completion] = field(default_factory=dict)  # the cached entry's retry answers
+    first_answer: Completion | None = None  # cached, a follow-up missing: only what is missing is asked
+    retries: dict[str, Completion] = field(default_factory=dict)  # the cached entry's follow-up answers
 
 
 class WriteChunkCards:
@@ -104,14 +104,14 @@ class WriteChunkCards:
             return []
         job = self._job(ev)
         try:
-            cached = self._reuse(job)
+            cached = await self._reuse(job)
         except Exception as exc:
             return self._store_failed(job, exc)
         if cached is not None:
             hit, why = cached
             return self._done(job, hit, attempts=0, why=why)
         if job.first_answer is not None:
-            job.bound.info("cached answer's cards all dropped: asking once more")
+            job.bound.info("cached answer needs a follow-up: asking once more")
         # A slot, and the breaker letting calls through. A worker whose flow stops meanwhile (a
         # rebalance or a shutdown waits for every chunk an actor holds) hands the chunk back
         # instead: otherwise an LLM outage would hold up the whole group until it was over.
@@ -150,10 +150,9 @@ class WriteChunkCards:
         # more: on the generation bench the worker used 1 s more CPU for the book, in GIL hand-offs.
         try:
             if result.answer is not None:  # None: no call was made (a chunk with no text)
-                retries = dict(job.retries)
-                if result.retry is not None and result.retry.answer is not None:
-                    retries[result.retry.key] = result.retry.answer
-                store_cached(self.blobs, job.key, result.answer, retries)
+                store_cached(
+                    self.blobs, job.key, result.answer, {**job.retries, **result.follow_up_answers()}
+                )
             store_chunk_cards(
                 self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key
             )
@@ -226,11 +225,15 @@ class WriteChunkCards:
             on_call=job.calls.append,
             language=job.language,
             source_language=job.source_language,
+            cover_pages=self.cards_cfg.cover_pages,
             first_answer=job.first_answer,
-            on_first_answer=lambda answer: store_cached(self.blobs, job.key, answer, job.retries),
+            known=job.retries,
+            on_answers=lambda answer, known: store_cached(
+                self.blobs, job.key, answer, {**job.retries, **known}
+            ),
         )
 
-    def _reuse(self, job: _Job) -> tuple[ChunkCards, str | None] | None:
+    async def _reuse(self, job: _Job) -> tuple[ChunkCards, str | None] | None:
         """A hit read under today's rules and filed as this chunk's cards; None on a miss."""
         ev = job.ev
         try:
@@ -251,15 +254,21 @@ class WriteChunkCards:
             result, why = ChunkCards(cards=hit.cards or []), hit.empty_reason
         else:
             try:
-                result, reasons = replay_cached(job.read, hit.answer, hit.retries, job.prompt_version)
+                replayed = await replay_cached(
+                    job.read,
+                    hit.answer,
+                    hit.retries,
+                    job.prompt_version,
+                    cover_pages=self.cards_cfg.cover_pages,
+                )
             except UnreadableOutput as exc:  # no usable card under today's rules: ask again
                 job.bound.info("cached answer has no usable card", reason=exc.reason)
                 return None
             job.retries = dict(hit.retries)
-            if reasons:  # its cards all dropped, and no retry answer for these reasons yet
+            if replayed is None:  # today's rules ask a follow-up the entry does not hold yet
                 job.first_answer = hit.answer
                 return None
-            why = why_empty(result)
+            result, why = replayed, why_empty(replayed)
         store_chunk_cards(self.blobs, ev.document_id, ev.generation, ev.chunk_index, result.cards, job.key)
         return result, why
 
@@ -321,6 +330,8 @@ class WriteChunkCards:
             empty_reason=why,
             language=job.source_language,
             retried=result.retry is not None,
+            pages_asked_again=result.pages.pages if result.pages is not None else [],
+            pages_without_cards=result.pages.uncovered if result.pages is not None else {},
         )
         return [Send(topics.CARDS, event)]
 

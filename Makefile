@@ -51,7 +51,7 @@ $(VENV)/.qwen: $(STAMP)
 run: install $(VENV)/.qwen ## Install what is missing, start everything, print the URL and token
 	$(VENV)/bin/deckstream up
 
-test: install ## Lint, type-check, then unit, integration and browser tests (real Kafka, llama.cpp, Chromium)
+test: install $(VENV)/.qwen ## Lint, type-check, then unit, integration and browser tests (real Kafka, llama.cpp, Chromium)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(PY) -m pytest

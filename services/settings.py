@@ -71,8 +71,10 @@ class LLMSettings(BaseModel):
     breaker_cooldown_s: float = Field(15.0, gt=0)
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 30.0
-    max_tokens: int = 768
-    temperature: float = 0.2
+    # None: the prompt profile's own (chat: 768 tokens, 0.2; few-shot: 160 tokens, 0.1). The
+    # few-shot answer is a short list that a base model repeats until the cap stops it.
+    max_tokens: int | None = Field(None, ge=16)
+    temperature: float | None = Field(None, ge=0)
     # Local server (xllamacpp): slots and KV cache per slot.
     n_parallel: int = Field(2, ge=1)
     ctx_per_slot: int = 4096

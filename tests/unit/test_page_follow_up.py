@@ -238,3 +238,18 @@ def test_a_failed_chunks_pages_say_the_user_can_retry_it() -> None:
         "3": "its chunk failed: LLM timed out; retry the failed chunks",
         "4": "its chunk failed: LLM timed out; retry the failed chunks",
     }
+
+
+async def test_the_worker_keeps_each_profiles_own_token_cap_unless_one_is_set(tmp_path: Path) -> None:
+    """A base model repeats its short list until the cap stops it: the few-shot profile's 160
+    tokens, not the chat profile's 768, unless DECKSTREAM_LLM_MAX_TOKENS says otherwise."""
+    answer = " What does the append method do?\nA: Adds one item to the end of a list."
+    for over, expected in (({}, (160, 0.1)), ({"max_tokens": 300, "temperature": 0.0}, (300, 0.0))):
+        llm = FakeLLM(answer, answer)
+        write = writer(tmp_path / str(expected), llm, **over)  # type: ignore[arg-type]
+        write.llm.profile = "completion"  # what open() detects for a base model
+        await write(chunk_event(), priority=0, give_up=None)
+        assert (llm.prompts[0].max_tokens, llm.prompts[0].temperature) == expected
+    chat = FakeLLM(ABOUT_LISTS)
+    await writer(tmp_path / "chat", chat)(chunk_event(), priority=0, give_up=None)  # type: ignore[arg-type]
+    assert (chat.prompts[0].max_tokens, chat.prompts[0].temperature) == (768, 0.2)

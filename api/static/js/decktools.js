@@ -98,8 +98,8 @@ $("share-copy").addEventListener("click", async () => {
 
 // ---- the page ledger ----
 
-// Pages of the document that no card cites, with the reason: the page's own (no text, skipped)
-// or its passages' (the model wrote no card from them).
+// Pages of the document that no card cites, with the reason: the page's own (no text, skipped),
+// the deck's (asked again with only its text, its chunk failed) or its passages'.
 export async function showLedger(cards, deck) {
   const id = documentId;
   let ledger;
@@ -113,11 +113,13 @@ export async function showLedger(cards, deck) {
   const cited = new Set(cards.map((c) => c.source.page));
   const emptyReason = new Map();
   for (const chunk of deck.empty_chunks || []) for (const label of chunk.pages) emptyReason.set(String(label), chunk.reason);
+  const deckReason = (deck.quality && deck.quality.pages_without_cards_why) || {};
   const finished = ["completed", "partial", "failed", "cancelled"].includes(deck.status);
   const rows = ledger.pages.filter((p) => !cited.has(p.number));
   const body = clear($("ledger-table").tBodies[0]);
   for (const page of rows) {
     const why = page.reason
+      || deckReason[String(page.label)]
       || emptyReason.get(String(page.label))
       || (page.method === "skipped" ? "skipped" : finished ? "its passages gave no card" : "no card yet");
     body.append(el("tr", {}, el("td", {}, page.label || String(page.number)), el("td", {}, (page.section || []).join(" › ") || "—"), el("td", {}, why)));

@@ -17,7 +17,9 @@ Per document and overall, per version:
   language's stems, no stopwords) on the page it cites, and no fact check against it;
 - ``language_match``: share of kept cards detected in their chunk's language (cards too short
   to tell, and chunks whose language could not be told, are left out and counted);
-- ``duplicates``: share of kept cards the deck would remove as repeats or near-duplicates;
+- ``duplicates``: share of the cards written (and kept by the checks) that the deck removes as
+  repeats or near-duplicates; every other figure is the deck's, after that removal, as a user
+  sees it (``cards_written``: before it);
 - ``to_check``: share marked ``needs_review``; ``retried`` chunks and those the retry gave a card;
 - ``pages_asked_again``: pages of a chunk no kept card cited, asked about again with only their
   text, and ``pages_asked_again_with_cards``, those that then got one;
@@ -138,9 +140,9 @@ def measure(
             continue
         told += 1
         matched += found == expected
-    unique = drop_near_duplicates(without_repeats(cards)) if cards else []
     return {
         "cards": len(cards),
+        "cards_written": counts["written"],
         "words": words,
         "cards_per_1000_words": round(1000 * len(cards) / words, 1) if words else None,
         "pages_with_text": len(substantial),
@@ -148,7 +150,7 @@ def measure(
         "supported": share(sum(supported(c, by_page.get(c.page, ""), e) for c, e in kept), len(cards)),
         "language_match": share(matched, told),
         "language_untold": untold,
-        "duplicates": share(len(cards) - len(unique), len(cards)),
+        "duplicates": share(counts["written"] - len(cards), counts["written"]),
         "to_check": share(sum(c.needs_review for c in cards), len(cards)),
         "chunks": counts["chunks"],
         "retried": counts["retried"],
@@ -169,6 +171,7 @@ async def run_document(
     dropped: Counter[str],
     out: list[dict[str, Any]],
     cover_pages: bool = True,
+    arm: str = "",
 ) -> tuple[list[tuple[Card, str]], Counter[str]]:
     """A document's kept cards (with their chunk's language), in chunk order, and its counts."""
     settings = get_settings()
@@ -209,12 +212,20 @@ async def run_document(
             counts["pages_asked"] += len(result.pages.pages)
             counts["pages_rescued"] += len(result.pages.pages) - len(result.pages.uncovered)
         dropped.update(reason for _, reason in result.dropped)
-        at = {"version": version, "file": name, "chunk": chunk.index, "language": source}
+        at = {"version": arm or version, "file": name, "chunk": chunk.index, "language": source}
         out.extend({**at, "front": c.front, "back": c.back, "review": c.review} for c in result.cards)
         out.extend({**at, "front": front, "dropped": reason} for front, reason in result.dropped)
+        if result.pages is not None:
+            out.extend({**at, "page": label, "no_card": why} for label, why in result.pages.uncovered.items())
 
     await asyncio.gather(*(one(chunk) for chunk in chunks))
-    return [pair for _, pairs in sorted(kept, key=lambda k: k[0]) for pair in pairs], counts
+    written = [pair for _, pairs in sorted(kept, key=lambda k: k[0]) for pair in pairs]
+    # The deck: what assembly keeps (repeats and near-duplicates out, the first kept), as a user sees it.
+    deck = (
+        {id(c) for c in drop_near_duplicates(without_repeats([c for c, _ in written]))} if written else set()
+    )
+    counts["written"] = len(written)
+    return [pair for pair in written if id(pair[0]) in deck], counts
 
 
 async def run_version(
@@ -225,6 +236,7 @@ async def run_version(
     slots: int,
     out: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    arm = version
     version, _, flat = version.partition("/")  # "v3/no-pages": without the page follow-up
     limit = asyncio.Semaphore(slots)
     report: dict[str, Any] = {}
@@ -238,7 +250,7 @@ async def run_version(
         for name, pages, chunks in documents:
             started = time.monotonic()
             kept, counts = await run_document(
-                llm, profile, name, chunks, version, limit, dropped, out, cover_pages=flat != "no-pages"
+                llm, profile, name, chunks, version, limit, dropped, out, flat != "no-pages", arm
             )
             wall = time.monotonic() - started
             counts["chunks"] = len(chunks)

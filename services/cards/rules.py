@@ -66,13 +66,13 @@ class Retry:
 
 @dataclass(slots=True)
 class PageFollowUp:
-    """One more attempt at the pages of a chunk with substantial text that no kept card cites,
-    asked with only their text."""
+    """One more attempt at each page of a chunk with substantial text that no kept card cites,
+    asked with only its text."""
 
     pages: list[str]  # their labels
-    key: str  # its part of the result cache's key (services/cards/cache.py::pages_key)
-    answer: Completion | None = None  # its answer (None: it gave none usable)
-    dropped: list[tuple[str, str]] = field(default_factory=list)  # what it dropped in turn
+    # Their answers by their part of the result cache's key (services/cards/cache.py::pages_key).
+    answers: dict[str, Completion] = field(default_factory=dict)
+    dropped: list[tuple[str, str]] = field(default_factory=list)  # what they dropped in turn
     uncovered: dict[str, str] = field(default_factory=dict)  # page label -> why it still has no card
 
 
@@ -87,8 +87,8 @@ class ChunkCards:
 
     def follow_up_answers(self) -> dict[str, Completion]:
         """The follow-ups' answers by their cache key (services/cards/cache.py): what to keep."""
-        steps = (self.retry, self.pages)
-        return {s.key: s.answer for s in steps if s is not None and s.key and s.answer is not None}
+        out = {self.retry.key: self.retry.answer} if self.retry and self.retry.answer is not None else {}
+        return out | (self.pages.answers if self.pages is not None else {})
 
 
 def key_terms(text: str, language: str | None = None) -> list[str]:

@@ -15,17 +15,19 @@ has its own seed and its own place in the result cache (``cache.retry_key``); th
 what both attempts dropped, and a chunk still without a card says so in its ledger reason.
 
 When the chunk kept cards but a page with substantial text in it (``SUBSTANTIAL_CHARS`` in this
-chunk) has none, those pages are asked about once more with only their text (the version's
-``pages`` prompt), so a multi-slide chunk does not end with cards about its first slide alone.
-Their cards are grounded in and cite those pages; a page still without a card says why
-(``PageFollowUp.uncovered``), which the deck's quality reports. Its answer is cached under
-``cache.pages_key``. ``cover_pages=False`` (``DECKSTREAM_CARDS_COVER_PAGES``) turns it off.
+chunk) has none, each such page is asked about once more with only its text (the version's
+``pages`` prompt, listing the questions kept so far), so a multi-slide chunk does not end with
+cards about its first slide alone. Its cards are grounded in and cite that page; a page still
+without a card says why (``PageFollowUp.uncovered``), which the deck's quality reports. Each
+answer is cached under ``cache.pages_key``. ``cover_pages=False``
+(``DECKSTREAM_CARDS_COVER_PAGES``) turns it off.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -50,7 +52,7 @@ from services.domain import Card, Chunk
 from services.errors import BadModelOutput, RepairNeeded, RetryableError, UnreadableOutput
 from services.llm.client import Completion, LLMClient, Profile
 
-# A page follow-up's cards are numbered from here (card ids): an answer holds at most 20 cards.
+# The n-th page follow-up's cards are numbered from n times this (card ids): no answer holds 100.
 FOLLOW_UP_FIRST = 100
 
 
@@ -165,13 +167,13 @@ def pages_without_cards(chunk: Chunk, cards: Sequence[Card]) -> dict[int, str]:
     return {p: labels[p] for p, n in chars.items() if n >= SUBSTANTIAL_CHARS and p not in cited}
 
 
-def pages_reading(read: Reading, pages: Collection[int]) -> Reading:
+def pages_reading(read: Reading, pages: Collection[int], first_index: int) -> Reading:
     """How a page follow-up's answer is read: only those pages' text grounds and cites it, and
-    its cards are numbered after any first answer's."""
+    its cards are numbered from ``first_index``, after any earlier answer's."""
     kept = [i for i, segment in enumerate(read.chunk.segments) if segment.page in pages]
     chunk = dataclasses.replace(read.chunk, segments=tuple(read.chunk.segments[i] for i in kept))
     return dataclasses.replace(
-        read, chunk=chunk, segment_terms=[read.segment_terms[i] for i in kept], first_index=FOLLOW_UP_FIRST
+        read, chunk=chunk, segment_terms=[read.segment_terms[i] for i in kept], first_index=first_index
     )
 
 
@@ -188,37 +190,13 @@ def with_retry(first: ChunkCards, retry: Retry, second: ChunkCards | None) -> Ch
     )
 
 
-def with_pages(
-    result: ChunkCards, follow: PageFollowUp, second: ChunkCards | None, asked: Mapping[int, str]
-) -> ChunkCards:
-    """The chunk's result after its page follow-up: both attempts' cards and drops, and why each
-    page asked about still has no card."""
-    follow.dropped = list(second.dropped) if second is not None else follow.dropped
-    cards = result.cards + (second.cards if second is not None else [])
-    cited = {card.page for card in cards}
-    if second is not None and second.cards:
-        why = "its cards cite the chunk's other pages"
-    else:
-        why = empty_reason(follow.dropped)
-    follow.uncovered = {
-        label: f"asked again with only its text: {why}" for p, label in asked.items() if p not in cited
-    }
-    return dataclasses.replace(
-        result,
-        cards=cards,
-        dropped=result.dropped + follow.dropped,
-        attempts=result.attempts + (second.attempts if second is not None else 0),
-        pages=follow,
-    )
-
-
 class _Uncached(Exception):
     """A replay needs an answer the cache does not hold: the chunk must be asked."""
 
 
-# What asks the LLM for a follow-up: (the reasons of a retry, or the pages of a follow-up), how
-# its answer is read, its cache key; the cards, or BadModelOutput when none is usable.
-Ask = Callable[[Sequence[str], Mapping[int, str], Reading, str], Awaitable[ChunkCards]]
+# What asks the LLM for a follow-up: the reasons of a retry, or the pages of a follow-up with the
+# questions already kept; how its answer is read; its cache key. The cards, or BadModelOutput.
+Ask = Callable[[Sequence[str], Mapping[int, str], Sequence[str], Reading, str], Awaitable[ChunkCards]]
 
 
 async def follow_up(
@@ -239,7 +217,7 @@ async def follow_up(
         key = retry_key(read.version, reasons)
         retry = Retry(reasons, key)
         try:
-            second = await _answer(read, key, known, lambda: ask(reasons, {}, read, key))
+            second = await _answer(read, key, known, lambda: ask(reasons, {}, (), read, key))
         except BadModelOutput as exc:  # the first answer stands; the ledger says the retry gave none
             retry.answer = known.get(key)
             retry.dropped = [("", f"the answer was unusable: {exc.reason}")]
@@ -252,19 +230,30 @@ async def follow_up(
         return result
     if not (cover_pages and can_cover(read.profile, prompt_version)):
         uncovered = dict.fromkeys(missing.values(), "its chunk's cards cite other pages")
-        return dataclasses.replace(result, pages=PageFollowUp([], "", uncovered=uncovered))
-    labels = list(missing.values())
-    key = pages_key(read.version, labels)
-    follow = PageFollowUp(labels, key)
-    pages_read = pages_reading(read, missing)
-    try:
-        second = await _answer(pages_read, key, known, lambda: ask((), missing, pages_read, key))
-    except BadModelOutput as exc:
-        follow.answer = known.get(key)
-        follow.dropped = [("", f"the answer was unusable: {exc.reason}")]
-        return with_pages(result, follow, None, missing)
-    follow.answer = second.answer
-    return with_pages(result, follow, second, missing)
+        return dataclasses.replace(result, pages=PageFollowUp([], uncovered=uncovered))
+    follow = PageFollowUp(list(missing.values()))
+    cards, attempts = list(result.cards), result.attempts
+    for n, (page, label) in enumerate(missing.items(), start=1):
+        # One page at a time: its cards can only cite it, and each sees the questions before it.
+        one, key = {page: label}, pages_key(read.version, [label])
+        how = pages_reading(read, one, FOLLOW_UP_FIRST * n)
+        written = [card.front for card in cards]
+        try:
+            second = await _answer(how, key, known, functools.partial(ask, (), one, written, how, key))
+        except BadModelOutput as exc:
+            if key in known:
+                follow.answers[key] = known[key]
+            second = ChunkCards(dropped=[("", f"the answer was unusable: {exc.reason}")])
+        if second.answer is not None:
+            follow.answers[key] = second.answer
+        follow.dropped += second.dropped
+        cards += second.cards
+        attempts += second.attempts
+        if not second.cards:
+            follow.uncovered[label] = f"asked again with only its text: {empty_reason(second.dropped)}"
+    return dataclasses.replace(
+        result, cards=cards, dropped=result.dropped + follow.dropped, attempts=attempts, pages=follow
+    )
 
 
 async def _answer(
@@ -354,7 +343,9 @@ async def write_cards(
     if not any(read.segment_terms):
         return ChunkCards(dropped=[("", "the chunk has no text to ask about")])
 
-    def render(part: Chunk, n: int, reasons: Sequence[str] = (), pages: bool = False) -> RenderedPrompt:
+    def render(
+        part: Chunk, n: int, reasons: Sequence[str] = (), pages: bool = False, written: Sequence[str] = ()
+    ) -> RenderedPrompt:
         rendered = render_prompt(
             part,
             profile=profile,
@@ -367,6 +358,7 @@ async def write_cards(
             source_language=source_language or NEUTRAL,
             retry_reasons=reasons,
             pages=pages,
+            written=written,
         )
         if model is not None:  # the client's own model otherwise
             rendered = dataclasses.replace(rendered, prompt=dataclasses.replace(rendered.prompt, model=model))
@@ -428,13 +420,13 @@ async def write_cards(
     answers = dict(known or {})
 
     async def ask_again(
-        reasons: Sequence[str], pages: Mapping[int, str], how: Reading, key: str
+        reasons: Sequence[str], pages: Mapping[int, str], written: Sequence[str], how: Reading, key: str
     ) -> ChunkCards:
         if on_answers is not None and first.answer is not None:
             on_answers(first.answer, dict(answers))
-        # One card or two a page, within what the chunk may have.
-        n = min(per_chunk, len(pages) + 1) if pages else per_chunk
-        rendered = render(how.chunk, n, reasons, pages=bool(pages))
+        # Two cards a page, within what the chunk may have.
+        n = min(per_chunk, 2) if pages else per_chunk
+        rendered = render(how.chunk, n, reasons, pages=bool(pages), written=written)
         # Its own seed, from its key: the same on every run, and not the first call's.
         second = await ask(rendered, int(key[:8], 16) if seed is not None else None, how)
         if second.answer is not None:

@@ -53,10 +53,9 @@ ABOUT_LISTS = cards_json(
     ("What does the append method do?", "Adds one item to the end of a list"),
     ("What does the len function return?", "How many items a list holds"),
 )
-ABOUT_THE_REST = cards_json(
-    ("Why are tuples used as dictionary keys?", "They are hashable"),
-    ("What does the get method return for a missing key?", "A default value"),
-)
+ABOUT_TUPLES = cards_json(("Why are tuples used as dictionary keys?", "They are hashable"))
+ABOUT_DICTIONARIES = cards_json(("What does the get method return for a missing key?", "A default value"))
+NOTHING = '{"cards": []}'
 MADE_UP = cards_json(
     ("Which planet has the Great Red Spot?", "Jupiter"),
     ("Who painted the Mona Lisa?", "Leonardo da Vinci"),
@@ -67,15 +66,21 @@ def asked(prompt_text: str) -> str:
     return prompt_text.split("<<<\n", 1)[1].split("\n>>>", 1)[0]
 
 
-async def test_pages_no_card_cites_are_asked_about_again_with_only_their_text() -> None:
-    llm = FakeLLM(ABOUT_LISTS, ABOUT_THE_REST)
+async def test_each_page_no_card_cites_is_asked_about_again_with_only_its_text() -> None:
+    llm = FakeLLM(ABOUT_LISTS, ABOUT_TUPLES, ABOUT_DICTIONARIES)
     result = await run(llm, chunk=SLIDES, prompt_version="v3", language="en", source_language="en", seed=3)
-    assert len(llm.prompts) == 2
-    again = llm.prompts[1].messages[-1].content
-    assert asked(again) == f"{TUPLES}\n{DICTIONARIES}"  # slide 4 is covered: not asked again
-    assert "Pages 5–6" in again and "no card is about these yet" in again
-    assert "Write 3 flashcards" in again  # one card or two a page, within the chunk's cap
-    assert llm.prompts[1].seed == int(pages_key("cards-chat-v3", ["5", "6"])[:8], 16)
+    assert len(llm.prompts) == 3  # slide 4 is covered: slides 5 and 6 are asked about, one by one
+    tuples, dictionaries = (p.messages[-1].content for p in llm.prompts[1:])
+    assert asked(tuples) == TUPLES and asked(dictionaries) == DICTIONARIES
+    assert "Page 5 of" in tuples and "No card is about these pages yet" in tuples
+    assert "Write 2 new flashcards" in tuples  # two a page, within the chunk's cap
+    # The questions kept so far, so the model does not ask them again: the tuple card's too.
+    written = "- What does the append method do?\n- What does the len function return?\n"
+    assert f"already written about the other pages:\n{written}No card" in tuples
+    tuple_card = "- Why are tuples used as dictionary keys?\n"
+    assert f"already written about the other pages:\n{written}{tuple_card}No card" in dictionaries
+    seeds = [int(pages_key("cards-chat-v3", [label])[:8], 16) % 2**31 for label in ("5", "6")]
+    assert [p.seed for p in llm.prompts[1:]] == seeds
     # Every slide now has a card, each citing its own page; no card took another's id.
     assert [(c.page, c.front) for c in result.cards] == [
         (4, "What does the append method do?"),
@@ -83,33 +88,37 @@ async def test_pages_no_card_cites_are_asked_about_again_with_only_their_text() 
         (5, "Why are tuples used as dictionary keys?"),
         (6, "What does the get method return for a missing key?"),
     ]
-    ids = [card_id("doc-1", 2, 2, i) for i in (0, 1, FOLLOW_UP_FIRST, FOLLOW_UP_FIRST + 1)]
+    ids = [card_id("doc-1", 2, 2, i) for i in (0, 1, FOLLOW_UP_FIRST, 2 * FOLLOW_UP_FIRST)]
     assert [c.card_id for c in result.cards] == ids
     assert result.pages is not None and result.pages.pages == ["5", "6"] and result.pages.uncovered == {}
-    assert result.attempts == 2
+    assert result.attempts == 3
 
 
 async def test_a_page_still_without_a_card_says_why() -> None:
-    llm = FakeLLM(ABOUT_LISTS, MADE_UP)
+    llm = FakeLLM(ABOUT_LISTS, MADE_UP, NOTHING)
     result = await run(llm, chunk=SLIDES, prompt_version="v3", language="en")
     assert {c.page for c in result.cards} == {4}
     assert result.pages is not None
-    why = f"asked again with only its text: {NOT_SUPPORTED} (2)"
-    assert result.pages.uncovered == {"5": why, "6": why}
-    assert result.dropped[-2:] == [
+    assert result.pages.uncovered == {
+        "5": f"asked again with only its text: {NOT_SUPPORTED} (2)",
+        "6": "asked again with only its text: the model found nothing in the text worth a card",
+    }
+    assert result.dropped[-3:] == [
         ("Which planet has the Great Red Spot?", NOT_SUPPORTED),
         ("Who painted the Mona Lisa?", NOT_SUPPORTED),
+        ("", "the model found nothing in the text worth a card"),
     ]
-    one = FakeLLM(ABOUT_LISTS, cards_json(("Why are tuples used as dictionary keys?", "They are hashable")))
-    partly = await run(one, chunk=SLIDES, prompt_version="v3", language="en")
-    assert partly.pages is not None
+    unusable = FakeLLM(ABOUT_LISTS, ABOUT_TUPLES, "not json", "still not json")
+    partly = await run(unusable, chunk=SLIDES, prompt_version="v3", language="en", max_attempts=3)
+    assert partly.pages is not None and {c.page for c in partly.cards} == {4, 5}
     assert partly.pages.uncovered == {
-        "6": "asked again with only its text: its cards cite the chunk's other pages"
+        "6": "asked again with only its text: the answer was unusable: invalid JSON: "
+        "Expecting value: line 1 column 1 (char 0)"
     }
 
 
 async def test_no_follow_up_for_a_chunk_without_cards_a_short_page_or_when_turned_off() -> None:
-    nothing = FakeLLM('{"cards": []}')  # a title slide: the model found nothing worth a card
+    nothing = FakeLLM(NOTHING)  # a title slide: the model found nothing worth a card
     assert (await run(nothing, chunk=SLIDES, prompt_version="v3", language="en")).pages is None
     assert len(nothing.prompts) == 1
     # A page with less than 300 characters in this chunk (the previous chunk's overlap) is not asked.
@@ -127,51 +136,50 @@ async def test_no_follow_up_for_a_chunk_without_cards_a_short_page_or_when_turne
     assert len(older.prompts) == 1
 
 
-async def test_the_base_model_is_asked_again_on_the_pages_text_alone() -> None:
+async def test_the_base_model_is_asked_again_on_each_pages_text_alone() -> None:
     first = " What does the append method do?\nA: Adds one item to the end of a list."
     more = " Why are tuples used as dictionary keys?\nA: They are hashable."
-    llm = FakeLLM(first, more)
+    last = " What does the get method return for a missing key?\nA: A default value."
+    llm = FakeLLM(first, more, last)
     result = await run(llm, profile="completion", chunk=SLIDES, prompt_version="v3", language="en")
-    text = llm.prompts[1].text or ""
-    assert text.endswith(f"Text: {' '.join(f'{TUPLES} {DICTIONARIES}'.split())}\nQ:")
-    assert LISTS.split(".")[1] not in text.rsplit("Text:", 1)[1]
-    assert {c.page for c in result.cards} == {4, 5}
+    tuples, dictionaries = (p.text or "" for p in llm.prompts[1:])
+    assert tuples.endswith(f"Text: {' '.join(TUPLES.split())}\nQ:")
+    assert dictionaries.endswith(f"Text: {' '.join(DICTIONARIES.split())}\nQ:")
+    assert [c.page for c in result.cards] == [4, 5, 6]
 
 
 # ── through the worker: events, cache, replay, the deck ──────────────────────────────────────
 
 
 async def test_the_worker_announces_the_follow_up_caches_it_and_a_replay_asks_nothing(tmp_path: Path) -> None:
-    llm = FakeLLM(ABOUT_LISTS, ABOUT_THE_REST)
+    llm = FakeLLM(ABOUT_LISTS, ABOUT_TUPLES, ABOUT_DICTIONARIES)
     write = writer(tmp_path, llm)  # type: ignore[arg-type]
     event = chunk_event(segments=list(SLIDES.segments), chunk_index=2, filename="lecture.pptx")
     (made,) = sent_to(await write(event, priority=0, give_up=None), topics.CARDS)
     assert isinstance(made, CardsGenerated) and made.pages_asked_again == ["5", "6"]
-    assert made.pages_without_cards == {} and {c.page for c in made.cards} == {4, 5, 6}
-    entry = load_cached(
-        write.blobs, write._job(event).key, document_id="d", generation=1, chunk_index=2, filename="f"
-    )
-    assert entry is not None and list(entry.retries) == [pages_key("cards-chat-v3", ["5", "6"])]
+    assert made.pages_without_cards == {} and [c.page for c in made.cards] == [4, 4, 5, 6]
+    key = write._job(event).key
+    entry = load_cached(write.blobs, key, document_id="d", generation=1, chunk_index=2, filename="f")
+    assert entry is not None
+    assert sorted(entry.retries) == sorted(pages_key("cards-chat-v3", [label]) for label in ("5", "6"))
 
-    again = sent_to(
-        await write(event.model_copy(update={"generation": 2}), priority=0, give_up=None), topics.CARDS
-    )
-    assert len(llm.prompts) == 2 and isinstance(again[0], CardsGenerated) and again[0].attempts == 0
+    replay = event.model_copy(update={"generation": 2})
+    again = sent_to(await write(replay, priority=0, give_up=None), topics.CARDS)
+    assert len(llm.prompts) == 3 and isinstance(again[0], CardsGenerated) and again[0].attempts == 0
     assert [c.front for c in again[0].cards] == [c.front for c in made.cards]
 
 
 async def test_a_follow_up_whose_call_failed_is_the_only_call_made_next_time(tmp_path: Path) -> None:
     event = chunk_event(segments=list(SLIDES.segments), chunk_index=2, filename="lecture.pptx")
-    down = FakeLLM(ABOUT_LISTS, RetryableError("503"))
+    down = FakeLLM(ABOUT_LISTS, ABOUT_TUPLES, RetryableError("503"))
     emits = await writer(tmp_path, down)(event, priority=0, give_up=None)  # type: ignore[arg-type]
     assert sent_to(emits, topics.CARDS) == [] and sent_to(emits, topics.CHUNKS_RETRY)
-    back = FakeLLM(ABOUT_THE_REST)  # the first answer is cached: only the pages are asked
+    back = FakeLLM(ABOUT_DICTIONARIES)  # the first answer and slide 5's are cached: slide 6 is asked
     write = writer(tmp_path, back)  # type: ignore[arg-type]
-    (made,) = sent_to(
-        await write(event.model_copy(update={"attempt": 1}), priority=0, give_up=None), topics.CARDS
-    )
-    assert len(back.prompts) == 1 and "no card is about these yet" in back.prompts[0].messages[-1].content
-    assert isinstance(made, CardsGenerated) and {c.page for c in made.cards} == {4, 5, 6}
+    retry = event.model_copy(update={"attempt": 1})
+    (made,) = sent_to(await write(retry, priority=0, give_up=None), topics.CARDS)
+    assert len(back.prompts) == 1 and asked(back.prompts[0].messages[-1].content) == DICTIONARIES
+    assert isinstance(made, CardsGenerated) and [c.page for c in made.cards] == [4, 4, 5, 6]
 
 
 async def test_turning_the_follow_up_off_costs_no_call(tmp_path: Path) -> None:
@@ -196,7 +204,7 @@ async def test_the_deck_says_why_each_page_without_a_card_has_none(tmp_path: Pat
             for n in range(1, 8)
         ],
     )
-    llm = FakeLLM(ABOUT_LISTS, cards_json(("Why are tuples used as dictionary keys?", "They are hashable")))
+    llm = FakeLLM(ABOUT_LISTS, ABOUT_TUPLES, NOTHING)
     chunk = await run(llm, chunk=SLIDES, prompt_version="v3", language="en")
     store_chunk_cards(blobs, "doc", 1, 2, chunk.cards)
     assert chunk.pages is not None
@@ -226,7 +234,7 @@ async def test_the_deck_says_why_each_page_without_a_card_has_none(tmp_path: Pat
         "1": quality.UNEXPLAINED,
         "2": "its chunk gave no card: the model found nothing in the text worth a card",
         "3": "its chunk gave no card: the model found nothing in the text worth a card",
-        "6": "asked again with only its text: its cards cite the chunk's other pages",
+        "6": "asked again with only its text: the model found nothing in the text worth a card",
         "7": quality.UNEXPLAINED,
     }
     assert got["pages_asked_again"] == 2 and got["pages_asked_again_with_cards"] == 1

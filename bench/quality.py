@@ -2,7 +2,7 @@
 
 A fixed set of corpus documents in four languages and four formats (a Spanish slide deck, a
 French textbook PDF, a German text file, two English textbooks as PDF and DOCX, an English
-syllabus as DOCX), a window of pages of each, goes through ``write_cards`` against the local
+syllabus as DOCX, an English slide deck), a window of pages of each, goes through ``write_cards`` against the local
 llama.cpp model as the worker runs it: each chunk's language detected, the cards asked in it,
 the retry of a chunk whose cards were all dropped. Once with the configured prompt version and
 once with the previous one (the highest older version with a file for the model's profile), in
@@ -71,6 +71,7 @@ DOCUMENTS = (
     ("whitehead_introduction-to-mathematics_pg41568.pdf", 126, 2),  # English textbook (PDF)
     ("py4e_python-for-everybody_book.docx", 20, 2),  # English textbook (DOCX)
     ("bee4750_syllabus.docx", 1, 1),  # English syllabus (DOCX)
+    ("py4e_Pythonlearn-10-Tuples.pptx", 1, 16),  # English slides: where page coverage is hard
 )
 TEXTBOOKS = {
     "exo7_algebre_cours-premiere-annee.pdf",

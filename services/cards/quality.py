@@ -20,8 +20,9 @@ SUBSTANTIAL_CHARS = 300  # a page with this much text should end with a card (or
 
 
 # Why a page has no card when no chunk said: its text was split between chunks with less than
-# SUBSTANTIAL_CHARS in each (not asked about again), or its cards were removed as repeats.
-UNEXPLAINED = "no card cites it: its text is split between chunks, or its cards repeated others"
+# SUBSTANTIAL_CHARS in each, so none asked about it again.
+UNEXPLAINED = "no card cites it: its text is split between chunks, none of which held 300 characters of it"
+REPEATED = "its cards repeated cards of other pages, which the deck keeps"
 
 
 def page_coverage(
@@ -46,12 +47,16 @@ def page_reasons(
     empty: Iterable[tuple[Iterable[str], str]],
     failed: Iterable[tuple[Iterable[str], str]],
     gaps: Iterable[Mapping[str, str]],
+    repeated: Iterable[str] = (),
 ) -> dict[str, str]:
     """Why a page may have no card, by label, from its chunks: one that failed (the user can
-    retry it), one that gave no card, one whose follow-up for the page gave none."""
+    retry it), cards of the page the deck removed as repeats (a slide that repeats the one
+    before), a chunk that gave no card, a follow-up for the page that gave none."""
     out: dict[str, str] = {}
     for labels, reason in failed:
         out.update(dict.fromkeys(labels, f"its chunk failed: {reason}; retry the failed chunks"))
+    for label in repeated:
+        out.setdefault(label, REPEATED)
     for labels, reason in empty:
         for label in labels:
             out.setdefault(label, f"its chunk gave no card: {reason}")

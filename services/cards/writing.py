@@ -156,15 +156,24 @@ def retry_needed(result: ChunkCards, profile: Profile, prompt_version: str) -> l
 
 
 def pages_without_cards(chunk: Chunk, cards: Sequence[Card]) -> dict[int, str]:
-    """The pages with substantial text in this chunk (``SUBSTANTIAL_CHARS`` of it here, so a
-    chunk's overlap with the previous one never counts) that no card cites: page -> label."""
+    """The pages with substantial text in this chunk that no card cites: page -> label.
+
+    Substantial: ``SUBSTANTIAL_CHARS`` of its text here (so the previous chunk's overlap, at most
+    a few sentences, never counts), or half of that for the chunk's last page, which may run on
+    into the next chunk (a slide of 298 characters cut after 210 would count in neither).
+    """
     chars: dict[int, int] = {}
     labels: dict[int, str] = {}
     for segment in chunk.segments:
         chars[segment.page] = chars.get(segment.page, 0) + len(segment.text.strip())
         labels.setdefault(segment.page, segment.label)
+    last = chunk.segments[-1].page
     cited = {card.page for card in cards}
-    return {p: labels[p] for p, n in chars.items() if n >= SUBSTANTIAL_CHARS and p not in cited}
+    return {
+        page: labels[page]
+        for page, n in chars.items()
+        if page not in cited and n >= (SUBSTANTIAL_CHARS // 2 if page == last else SUBSTANTIAL_CHARS)
+    }
 
 
 def pages_reading(read: Reading, pages: Collection[int], first_index: int) -> Reading:

@@ -36,6 +36,7 @@ async def assemble_deck(blobs: BlobStore, st: DocumentState, deck: AssembleDeck)
         ((e.pages, e.reason) for e in st.empty.values()),
         ((dict.fromkeys(s.label for s in f.chunk.segments), f.reason) for f in st.failed.values()),
         st.page_gaps.values(),
+        repeated={c.page_label for c in every if c.card_id not in kept},
     )
     summary_quality = {
         **quality.page_coverage(ledger or [], cards, why),

@@ -3,6 +3,7 @@ user's deck, ledger and quality report show, what the cache keeps, and what a re
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from services.cards import quality
@@ -125,6 +126,11 @@ async def test_no_follow_up_for_a_chunk_without_cards_a_short_page_or_when_turne
     tail = Segment(3, "3", ("Intro",), "The previous slide ended with this sentence about lists.")
     overlapped = Chunk(index=2, segments=(tail, *SLIDES.segments[:1]), tokens=80)
     assert pages_without_cards(overlapped, []) == {4: "4"}
+    # A page cut at the chunk's end counts from half that: its rest is in the next chunk.
+    cut = Segment(7, "7", ("Collections",), DICTIONARIES[:200])
+    middle = Segment(5, "5", ("Collections",), TUPLES[:200])
+    ends_cut = Chunk(index=2, segments=(SLIDES.segments[0], middle, cut), tokens=150)
+    assert pages_without_cards(ends_cut, []) == {4: "4", 7: "7"}
     short = FakeLLM(ABOUT_LISTS)
     assert (await run(short, chunk=overlapped, prompt_version="v3", language="en")).pages is None
     off = FakeLLM(ABOUT_LISTS)
@@ -207,6 +213,9 @@ async def test_the_deck_says_why_each_page_without_a_card_has_none(tmp_path: Pat
     llm = FakeLLM(ABOUT_LISTS, ABOUT_TUPLES, NOTHING)
     chunk = await run(llm, chunk=SLIDES, prompt_version="v3", language="en")
     store_chunk_cards(blobs, "doc", 1, 2, chunk.cards)
+    # Slide 7 repeats slide 4 (an animation build): its card asks the same, and the deck keeps one.
+    repeat = dataclasses.replace(chunk.cards[0], card_id="r", page=7, page_label="7", chunk_index=3)
+    store_chunk_cards(blobs, "doc", 1, 3, [repeat])
     assert chunk.pages is not None
     made = [
         CardsGenerated(
@@ -235,7 +244,7 @@ async def test_the_deck_says_why_each_page_without_a_card_has_none(tmp_path: Pat
         "2": "its chunk gave no card: the model found nothing in the text worth a card",
         "3": "its chunk gave no card: the model found nothing in the text worth a card",
         "6": "asked again with only its text: the model found nothing in the text worth a card",
-        "7": quality.UNEXPLAINED,
+        "7": quality.REPEATED,
     }
     assert got["pages_asked_again"] == 2 and got["pages_asked_again_with_cards"] == 1
 

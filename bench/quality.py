@@ -2,9 +2,10 @@
 
 A fixed set of corpus documents in four languages and four formats (a Spanish slide deck, a
 French textbook PDF, a German text file, two English textbooks as PDF and DOCX, an English
-syllabus as DOCX, an English slide deck), a window of pages of each, goes through ``write_cards`` against the local
-llama.cpp model as the worker runs it: each chunk's language detected, the cards asked in it,
-the retry of a chunk whose cards were all dropped. Once with the configured prompt version and
+syllabus as DOCX, an English slide deck), a window of pages of each, goes through
+``write_cards`` against the local llama.cpp model as the worker runs it: each chunk's language
+detected, the cards asked in it, the retry of a chunk whose cards were all dropped, the
+follow-up for pages no kept card cites. Once with the configured prompt version and
 once with the previous one (the highest older version with a file for the model's profile), in
 the same run, greedy (temperature 0) so the versions differ only by their prompt.
 
@@ -126,13 +127,15 @@ def share(n: int, d: int) -> float | None:
 
 
 def measure(
-    pages: list[Page], kept: list[tuple[Card, str]], counts: Counter[str], wall: float
+    pages: list[tuple[str, Page]], kept: list[tuple[Card, str]], counts: Counter[str], wall: float
 ) -> dict[str, Any]:
+    """One document's figures, or all of them together: ``pages`` as (file, page), so page 1 of
+    one document is not page 1 of another."""
     cards = [c for c, _ in kept]
-    words = sum(len(p.text.split()) for p in pages)
-    by_page = {p.number: p.text for p in pages}
-    substantial = {p.number for p in pages if len(p.text) >= SUBSTANTIAL_CHARS}
-    cited = {c.page for c in cards}
+    words = sum(len(p.text.split()) for _, p in pages)
+    by_page = {(name, p.number): p.text for name, p in pages}
+    substantial = {(name, p.number) for name, p in pages if len(p.text) >= SUBSTANTIAL_CHARS}
+    cited = {(c.file, c.page) for c in cards}
     told, matched, untold = 0, 0, 0
     for card, expected in kept:
         found = language.detect(f"{card.front} {card.back}", min_confidence=0.0).code
@@ -148,7 +151,9 @@ def measure(
         "cards_per_1000_words": round(1000 * len(cards) / words, 1) if words else None,
         "pages_with_text": len(substantial),
         "page_coverage": share(len(substantial & cited), len(substantial)),
-        "supported": share(sum(supported(c, by_page.get(c.page, ""), e) for c, e in kept), len(cards)),
+        "supported": share(
+            sum(supported(c, by_page.get((c.file, c.page), ""), e) for c, e in kept), len(cards)
+        ),
         "language_match": share(matched, told),
         "language_untold": untold,
         "duplicates": share(counts["written"] - len(cards), counts["written"]),
@@ -242,7 +247,7 @@ async def run_version(
     limit = asyncio.Semaphore(slots)
     report: dict[str, Any] = {}
     every: list[tuple[Card, str]] = []
-    all_pages: list[Page] = []
+    all_pages: list[tuple[str, Page]] = []
     totals: Counter[str] = Counter()
     dropped: Counter[str] = Counter()
     async with httpx.AsyncClient(timeout=httpx.Timeout(600.0, connect=5.0)) as http:
@@ -255,11 +260,11 @@ async def run_version(
             )
             wall = time.monotonic() - started
             counts["chunks"] = len(chunks)
-            report[name] = measure(pages, kept, counts, wall)
+            report[name] = measure([(name, p) for p in pages], kept, counts, wall)
             report[name]["chunks_failed"] = counts["failed"]
             print(f"{version} {name}: {report[name]}", file=sys.stderr)
             every += kept
-            all_pages += pages
+            all_pages += [(name, p) for p in pages]
             totals.update(counts + Counter(wall_ms=int(wall * 1000)))
     overall = measure(all_pages, every, totals, totals["wall_ms"] / 1000)
     overall["chunks_failed"] = totals["failed"]

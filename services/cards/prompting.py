@@ -176,12 +176,10 @@ def render_prompt(
     source_language: str = NEUTRAL,
     retry_reasons: Sequence[str] = (),
     pages: bool = False,
-    written: Sequence[str] = (),
 ) -> RenderedPrompt:
     """The prompt for a chunk's cards in ``language`` ("und": the text's own, unnamed), from a
     chunk in ``source_language``; with ``retry_reasons``, the retry prompt that names them; with
-    ``pages``, the pages prompt (the chunk is then the pages left without a card, ``written`` the
-    questions of the cards the chunk kept, which it must not ask again)."""
+    ``pages``, the pages prompt (the chunk is then a page left without a card)."""
     name = prompt_version(profile, version)
     sections = load_sections(name)
     default_tokens, default_temperature = _DEFAULTS[profile]
@@ -225,7 +223,6 @@ def render_prompt(
         n=per_chunk,
         reasons=reasons,
         hints=_hints(sections, retry_reasons),
-        written="\n".join(f"- {question}" for question in written),
     )
     messages = [Message("system", system)]
     example = examples(version).get(language) if "basic" in card_types else None

@@ -14,13 +14,12 @@ version's ``retry`` prompt naming the reasons (v3 on; older versions do not retr
 has its own seed and its own place in the result cache (``cache.retry_key``); the deck counts
 what both attempts dropped, and a chunk still without a card says so in its ledger reason.
 
-When the chunk kept cards but a page with substantial text in it (``SUBSTANTIAL_CHARS`` in this
-chunk) has none, each such page is asked about once more with only its text (the version's
-``pages`` prompt, listing the questions kept so far), so a multi-slide chunk does not end with
-cards about its first slide alone. Its cards are grounded in and cite that page; a page still
-without a card says why (``PageFollowUp.uncovered``), which the deck's quality reports. Each
-answer is cached under ``cache.pages_key``. ``cover_pages=False``
-(``DECKSTREAM_CARDS_COVER_PAGES``) turns it off.
+When the chunk kept cards but a page with substantial text in it (``pages_without_cards``) has
+none, each such page is asked about once more with only its text (the version's ``pages``
+prompt), so a multi-slide chunk does not end with cards about its first slide alone. Its cards
+are grounded in and cite that page; a page still without a card says why
+(``PageFollowUp.uncovered``), which the deck's quality reports. Each answer is cached under
+``cache.pages_key``. ``cover_pages=False`` (``DECKSTREAM_CARDS_COVER_PAGES``) turns it off.
 """
 
 from __future__ import annotations
@@ -203,9 +202,9 @@ class _Uncached(Exception):
     """A replay needs an answer the cache does not hold: the chunk must be asked."""
 
 
-# What asks the LLM for a follow-up: the reasons of a retry, or the pages of a follow-up with the
-# questions already kept; how its answer is read; its cache key. The cards, or BadModelOutput.
-Ask = Callable[[Sequence[str], Mapping[int, str], Sequence[str], Reading, str], Awaitable[ChunkCards]]
+# What asks the LLM for a follow-up: the reasons of a retry, or the page of a follow-up; how its
+# answer is read; its cache key. The cards, or BadModelOutput when none is usable.
+Ask = Callable[[Sequence[str], Mapping[int, str], Reading, str], Awaitable[ChunkCards]]
 
 
 async def follow_up(
@@ -226,7 +225,7 @@ async def follow_up(
         key = retry_key(read.version, reasons)
         retry = Retry(reasons, key)
         try:
-            second = await _answer(read, key, known, lambda: ask(reasons, {}, (), read, key))
+            second = await _answer(read, key, known, lambda: ask(reasons, {}, read, key))
         except BadModelOutput as exc:  # the first answer stands; the ledger says the retry gave none
             retry.answer = known.get(key)
             retry.dropped = [("", f"the answer was unusable: {exc.reason}")]
@@ -243,12 +242,11 @@ async def follow_up(
     follow = PageFollowUp(list(missing.values()))
     cards, attempts = list(result.cards), result.attempts
     for n, (page, label) in enumerate(missing.items(), start=1):
-        # One page at a time: its cards can only cite it, and each sees the questions before it.
+        # One page at a time: its cards can only cite it.
         one, key = {page: label}, pages_key(read.version, [label])
         how = pages_reading(read, one, FOLLOW_UP_FIRST * n)
-        written = [card.front for card in cards]
         try:
-            second = await _answer(how, key, known, functools.partial(ask, (), one, written, how, key))
+            second = await _answer(how, key, known, functools.partial(ask, (), one, how, key))
         except BadModelOutput as exc:
             if key in known:
                 follow.answers[key] = known[key]
@@ -352,9 +350,7 @@ async def write_cards(
     if not any(read.segment_terms):
         return ChunkCards(dropped=[("", "the chunk has no text to ask about")])
 
-    def render(
-        part: Chunk, n: int, reasons: Sequence[str] = (), pages: bool = False, written: Sequence[str] = ()
-    ) -> RenderedPrompt:
+    def render(part: Chunk, n: int, reasons: Sequence[str] = (), pages: bool = False) -> RenderedPrompt:
         rendered = render_prompt(
             part,
             profile=profile,
@@ -367,7 +363,6 @@ async def write_cards(
             source_language=source_language or NEUTRAL,
             retry_reasons=reasons,
             pages=pages,
-            written=written,
         )
         if model is not None:  # the client's own model otherwise
             rendered = dataclasses.replace(rendered, prompt=dataclasses.replace(rendered.prompt, model=model))
@@ -429,13 +424,13 @@ async def write_cards(
     answers = dict(known or {})
 
     async def ask_again(
-        reasons: Sequence[str], pages: Mapping[int, str], written: Sequence[str], how: Reading, key: str
+        reasons: Sequence[str], pages: Mapping[int, str], how: Reading, key: str
     ) -> ChunkCards:
         if on_answers is not None and first.answer is not None:
             on_answers(first.answer, dict(answers))
         # Two cards a page, within what the chunk may have.
         n = min(per_chunk, 2) if pages else per_chunk
-        rendered = render(how.chunk, n, reasons, pages=bool(pages), written=written)
+        rendered = render(how.chunk, n, reasons, pages=bool(pages))
         # Its own seed, from its key: the same on every run, and not the first call's.
         second = await ask(rendered, int(key[:8], 16) if seed is not None else None, how)
         if second.answer is not None:

@@ -219,7 +219,10 @@ async def run_document(
             counts["pages_rescued"] += len(result.pages.pages) - len(result.pages.uncovered)
         dropped.update(reason for _, reason in result.dropped)
         at = {"version": arm or version, "file": name, "chunk": chunk.index, "language": source}
-        out.extend({**at, "front": c.front, "back": c.back, "review": c.review} for c in result.cards)
+        out.extend(
+            {**at, "page": c.page_label, "front": c.front, "back": c.back, "review": c.review}
+            for c in result.cards
+        )
         out.extend({**at, "front": front, "dropped": reason} for front, reason in result.dropped)
         if result.pages is not None:
             out.extend({**at, "page": label, "no_card": why} for label, why in result.pages.uncovered.items())

@@ -131,7 +131,12 @@ def sim_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str, sim_url: str) -> Iterator[Stack]:
     home = tmp_path_factory.mktemp("faults")
-    st = start_stack(stack_settings(home, kafka_bootstrap, sim_url, llm={"url": sim_url, **LLM}), api=True)
+    # One LLM call per chunk, so the tests can count calls: the page follow-up (a call more for a
+    # chunk with a bare page) is off here; tests/unit/test_page_follow_up.py has it under faults.
+    cards = {"cover_pages": False}
+    st = start_stack(
+        stack_settings(home, kafka_bootstrap, sim_url, llm={"url": sim_url, **LLM}, cards=cards), api=True
+    )
     yield st
     st.stop()
 

@@ -82,7 +82,8 @@ function onStreamEvent(name, data) {
     const wasRunning = !FINAL.has(state.snap.status);
     state.snap = { ...state.snap, ...data };
     status();
-    if (name === "done" && wasRunning) settle();
+    // Finished: by `done`, or by a `progress` that already says so (then `done` finds it final).
+    if (wasRunning && FINAL.has(state.snap.status)) settle();
   } else if (name === "card" && !FINAL.has(state.snap.status) && (state.streamGeneration ?? state.generation) === state.generation) {
     // Only while it is written: a finished deck's cards told again are in it already, or were
     // left out of it as near-duplicates.
@@ -94,13 +95,14 @@ function onStreamEvent(name, data) {
   }
 }
 
-// After `done` the deck is assembled (duplicates across passages removed): ask until it is.
+// After `done` the deck is assembled (duplicates across passages removed): ask until it is,
+// every 5 s at most and for 5 minutes at most, showing what there is after the first 20 s.
 function settle(tries = 0) {
   const mine = state;
   api(deckPath()).then((deck) => {
     if (state !== mine) return;
-    if (deck.complete || tries >= 8) load(deck);
-    else state.timer = setTimeout(() => settle(tries + 1), 300 * 2 ** Math.min(tries, 4));
+    if (deck.complete || tries === 8) load(deck);
+    if (!deck.complete && tries < 64) state.timer = setTimeout(() => settle(tries + 1), 300 * 2 ** Math.min(tries, 4));
   }, () => {});
 }
 

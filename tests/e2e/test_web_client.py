@@ -569,3 +569,29 @@ def test_every_screen_is_accessible_and_photographed(
     assert not bad, "axe-core found:\n" + "\n".join(f"{s}: {line}" for s, ls in bad.items() for line in ls)
     assert tab.errors == []
     page.context.close()
+
+
+def test_a_page_without_a_card_says_why_and_what_to_do(
+    stack: Stack, browser: Browser, account: Account, sim_url: str
+) -> None:
+    """The model answers nonsense twice, so the only chunk of a one-page text fails: the deck's
+    ledger says why its page has no card, and that the failed chunk can be retried."""
+    name = "chardet_windows-1252_german_ude_1.txt"
+    httpx.post(f"{sim_url}/admin/faults", json={"garbage_rate": 1.0}, timeout=5).raise_for_status()
+    tab = open_tab(browser)
+    page = tab.page
+    try:
+        sign_in(page, api(stack), account.username, account.password)
+        page.locator("#file-input").set_input_files([corpus_file(name)])
+        expect(row(page, name)).to_have_attribute("data-status", "failed", timeout=60_000)
+    finally:
+        httpx.post(f"{sim_url}/admin/faults", json={"garbage_rate": 0.0}, timeout=5).raise_for_status()
+    page.goto(f"{api(stack)}/#/deck/{row(page, name).get_attribute('data-document')}")
+    expect(page.locator("#ledger-summary")).to_contain_text("Pages that gave no card: 1 of 1")
+    page.locator("#ledger-summary").click()
+    why = page.locator("#ledger-table tbody tr").first
+    expect(why).to_contain_text(re.compile(r"its chunk failed: .*json", re.IGNORECASE))
+    expect(why).to_contain_text("retry the failed chunks")
+    screenshot(page, "deck-ledger-desktop")
+    assert tab.errors == []
+    page.context.close()

@@ -124,7 +124,7 @@ class CardsGenerated(Event):
     language: str | None = None  # detected in the chunk's text, "und" when unsure (fifth schema)
     retried: bool = False  # the first cards were all dropped and the chunk was asked again
     # Pages of the chunk asked about again, with only their text, as no kept card cited them;
-    # and those still without a card, with why (label -> reason). Seventh schema.
+    # and those still without a card, with why (label -> reason). Sixth schema.
     pages_asked_again: list[str] = []
     pages_without_cards: dict[str, str] = {}
 

@@ -54,10 +54,10 @@ def retry_key(prompt_version: str, reasons: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps([prompt_version, list(reasons)]).encode()).hexdigest()[:16]
 
 
-def pages_key(prompt_version: str, pages: Sequence[str]) -> str:
-    """The page follow-up's answer within a chunk's entry: its prompt is the version's pages
-    prompt on these pages' text."""
-    return hashlib.sha256(json.dumps([prompt_version, "pages", list(pages)]).encode()).hexdigest()[:16]
+def pages_key(prompt_version: str, page: str) -> str:
+    """A page follow-up's answer within a chunk's entry: its prompt is the version's pages
+    prompt on that page's text (by its label)."""
+    return hashlib.sha256(json.dumps([prompt_version, "pages", [page]]).encode()).hexdigest()[:16]
 
 
 def _uri_key(key: str) -> str:

@@ -243,7 +243,7 @@ async def follow_up(
     cards, attempts = list(result.cards), result.attempts
     for n, (page, label) in enumerate(missing.items(), start=1):
         # One page at a time: its cards can only cite it.
-        one, key = {page: label}, pages_key(read.version, [label])
+        one, key = {page: label}, pages_key(read.version, label)
         how = pages_reading(read, one, FOLLOW_UP_FIRST * n)
         try:
             second = await _answer(how, key, known, functools.partial(ask, (), one, how, key))

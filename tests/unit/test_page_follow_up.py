@@ -76,7 +76,7 @@ async def test_each_page_no_card_cites_is_asked_about_again_with_only_its_text()
     # The chunk's request, on the page alone: two cards a page, within the chunk's cap.
     assert tuples.startswith("Page 5 of the course text:") and "Write 2 flashcards" in tuples
     assert "append" not in tuples + dictionaries  # nothing of the covered slide
-    seeds = [int(pages_key("cards-chat-v3", [label])[:8], 16) % 2**31 for label in ("5", "6")]
+    seeds = [int(pages_key("cards-chat-v3", label)[:8], 16) % 2**31 for label in ("5", "6")]
     assert [p.seed for p in llm.prompts[1:]] == seeds
     # Every slide now has a card, each citing its own page; no card took another's id.
     assert [(c.page, c.front) for c in result.cards] == [
@@ -163,7 +163,7 @@ async def test_the_worker_announces_the_follow_up_caches_it_and_a_replay_asks_no
     key = write._job(event).key
     entry = load_cached(write.blobs, key, document_id="d", generation=1, chunk_index=2, filename="f")
     assert entry is not None
-    assert sorted(entry.retries) == sorted(pages_key("cards-chat-v3", [label]) for label in ("5", "6"))
+    assert sorted(entry.retries) == sorted(pages_key("cards-chat-v3", label) for label in ("5", "6"))
 
     replay = event.model_copy(update={"generation": 2})
     again = sent_to(await write(replay, priority=0, give_up=None), topics.CARDS)
